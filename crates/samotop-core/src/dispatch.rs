@@ -1,0 +1,232 @@
+//! Delivery: [`MailDispatch`] opens a [`Transaction`] per mail, which takes recipients, streams
+//! the data and commits it durably.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::envelope::{Envelope, Recipient, SessionInfo};
+use crate::reply::Reply;
+
+/// The outcome of a commit: one entry per accepted recipient, in RCPT order.
+/// `Ok(())` means that recipient's copy is durable (stored, or accepted downstream).
+pub type Outcomes = Vec<Result<(), Reply>>;
+
+/// Where accepted mail goes: a Maildir, an LMTP server, another SMTP server, a database...
+///
+/// The session calls [`open`](MailDispatch::open) at MAIL FROM (after the guards accept),
+/// then drives the returned [`Transaction`]. A dispatch is shared by all sessions.
+///
+/// ```
+/// use samotop_core::{Envelope, MailDispatch, Outcomes, Recipient, Reply, SessionInfo, Transaction};
+///
+/// /// Counts message bytes and throws them away.
+/// struct Counter;
+/// struct Count { bytes: usize, rcpts: usize }
+///
+/// impl MailDispatch for Counter {
+///     type Transaction = Count;
+///     async fn open(&self, _: &SessionInfo, _: &Envelope) -> Result<Count, Reply> {
+///         Ok(Count { bytes: 0, rcpts: 0 })
+///     }
+/// }
+///
+/// impl Transaction for Count {
+///     async fn add_recipient(&mut self, _: &Recipient) -> Result<(), Reply> {
+///         self.rcpts += 1;
+///         Ok(())
+///     }
+///     async fn write(&mut self, chunk: &[u8]) -> Result<(), Reply> {
+///         self.bytes += chunk.len();
+///         Ok(())
+///     }
+///     async fn commit(&mut self) -> Outcomes {
+///         vec![Ok(()); self.rcpts]
+///     }
+/// }
+/// ```
+pub trait MailDispatch: Send + Sync + 'static {
+    /// One mail transaction.
+    type Transaction: Transaction;
+
+    /// Opens a transaction for a sender (`envelope.sender`; no recipients yet). An `Err` is
+    /// the reply to MAIL FROM.
+    fn open(
+        &self,
+        info: &SessionInfo,
+        envelope: &Envelope,
+    ) -> impl Future<Output = Result<Self::Transaction, Reply>> + Send;
+}
+
+/// One mail transaction: recipients, then data, then commit (or abort at any point).
+///
+/// Call order: [`add_recipient`](Transaction::add_recipient)*, [`begin`](Transaction::begin),
+/// [`write`](Transaction::write)*, then [`commit`](Transaction::commit) or
+/// [`abort`](Transaction::abort). `abort` may come at any time, also before `begin`; a
+/// transaction dropped without `commit` must leave nothing delivered.
+pub trait Transaction: Send + 'static {
+    /// Accepts or refuses a recipient (the `Err` reply goes to the client at RCPT time).
+    fn add_recipient(&mut self, recipient: &Recipient)
+    -> impl Future<Output = Result<(), Reply>> + Send;
+
+    /// The message data starts; the envelope holds every accepted recipient. The first
+    /// [`write`](Transaction::write) that follows carries the trace header fields.
+    fn begin(
+        &mut self,
+        info: &SessionInfo,
+        envelope: &Envelope,
+    ) -> impl Future<Output = Result<(), Reply>> + Send {
+        let _ = (info, envelope);
+        async { Ok(()) }
+    }
+
+    /// A chunk of message data, in order, dot-unstuffed. An `Err` fails the message: the
+    /// session reads the rest of the data, then answers the error.
+    fn write(&mut self, chunk: &[u8]) -> impl Future<Output = Result<(), Reply>> + Send;
+
+    /// The data is complete: make it durable, then say per recipient how it went.
+    /// Never answer `Ok` for a copy that is not durable.
+    fn commit(&mut self) -> impl Future<Output = Outcomes> + Send;
+
+    /// The transaction is abandoned (RSET, error, disconnect): undo what was written.
+    fn abort(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The object-safe twin of [`Transaction`].
+pub trait DynTransaction: Send {
+    /// See [`Transaction::add_recipient`].
+    fn dyn_add_recipient<'a>(&'a mut self, r: &'a Recipient) -> BoxFuture<'a, Result<(), Reply>>;
+    /// See [`Transaction::begin`].
+    fn dyn_begin<'a>(
+        &'a mut self,
+        info: &'a SessionInfo,
+        env: &'a Envelope,
+    ) -> BoxFuture<'a, Result<(), Reply>>;
+    /// See [`Transaction::write`].
+    fn dyn_write<'a>(&'a mut self, chunk: &'a [u8]) -> BoxFuture<'a, Result<(), Reply>>;
+    /// See [`Transaction::commit`].
+    fn dyn_commit(&mut self) -> BoxFuture<'_, Outcomes>;
+    /// See [`Transaction::abort`].
+    fn dyn_abort(&mut self) -> BoxFuture<'_, ()>;
+}
+
+impl<T: Transaction> DynTransaction for T {
+    fn dyn_add_recipient<'a>(&'a mut self, r: &'a Recipient) -> BoxFuture<'a, Result<(), Reply>> {
+        Box::pin(self.add_recipient(r))
+    }
+    fn dyn_begin<'a>(
+        &'a mut self,
+        info: &'a SessionInfo,
+        env: &'a Envelope,
+    ) -> BoxFuture<'a, Result<(), Reply>> {
+        Box::pin(self.begin(info, env))
+    }
+    fn dyn_write<'a>(&'a mut self, chunk: &'a [u8]) -> BoxFuture<'a, Result<(), Reply>> {
+        Box::pin(self.write(chunk))
+    }
+    fn dyn_commit(&mut self) -> BoxFuture<'_, Outcomes> {
+        Box::pin(self.commit())
+    }
+    fn dyn_abort(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(self.abort())
+    }
+}
+
+impl Transaction for Box<dyn DynTransaction> {
+    fn add_recipient(&mut self, r: &Recipient) -> impl Future<Output = Result<(), Reply>> + Send {
+        async move { self.as_mut().dyn_add_recipient(r).await }
+    }
+    fn begin(
+        &mut self,
+        info: &SessionInfo,
+        env: &Envelope,
+    ) -> impl Future<Output = Result<(), Reply>> + Send {
+        async move { self.as_mut().dyn_begin(info, env).await }
+    }
+    fn write(&mut self, chunk: &[u8]) -> impl Future<Output = Result<(), Reply>> + Send {
+        async move { self.as_mut().dyn_write(chunk).await }
+    }
+    fn commit(&mut self) -> impl Future<Output = Outcomes> + Send {
+        self.as_mut().dyn_commit()
+    }
+    fn abort(&mut self) -> impl Future<Output = ()> + Send {
+        self.as_mut().dyn_abort()
+    }
+}
+
+/// The object-safe twin of [`MailDispatch`].
+trait DynDispatch: Send + Sync {
+    fn dyn_open<'a>(
+        &'a self,
+        info: &'a SessionInfo,
+        env: &'a Envelope,
+    ) -> BoxFuture<'a, Result<Box<dyn DynTransaction>, Reply>>;
+}
+
+impl<D: MailDispatch> DynDispatch for D {
+    fn dyn_open<'a>(
+        &'a self,
+        info: &'a SessionInfo,
+        env: &'a Envelope,
+    ) -> BoxFuture<'a, Result<Box<dyn DynTransaction>, Reply>> {
+        Box::pin(async move {
+            let tx = self.open(info, env).await?;
+            Ok(Box::new(tx) as Box<dyn DynTransaction>)
+        })
+    }
+}
+
+/// A dispatch chosen at run time (the server binary picks one from `--deliver`).
+///
+/// ```
+/// use samotop_core::BoxDispatch;
+/// # struct Null;
+/// # impl samotop_core::MailDispatch for Null {
+/// #     type Transaction = Box<dyn samotop_core::DynTransaction>;
+/// #     async fn open(&self, _: &samotop_core::SessionInfo, _: &samotop_core::Envelope)
+/// #         -> Result<Self::Transaction, samotop_core::Reply> { Err(samotop_core::reply::DELIVERY_FAILED) }
+/// # }
+/// let dispatch = BoxDispatch::new(Null);
+/// let shared = dispatch.clone();
+/// ```
+#[derive(Clone)]
+pub struct BoxDispatch(Arc<dyn DynDispatch>);
+
+impl BoxDispatch {
+    /// Boxes a dispatch.
+    pub fn new(dispatch: impl MailDispatch) -> Self {
+        BoxDispatch(Arc::new(dispatch))
+    }
+}
+
+impl std::fmt::Debug for BoxDispatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BoxDispatch")
+    }
+}
+
+impl MailDispatch for BoxDispatch {
+    type Transaction = Box<dyn DynTransaction>;
+    fn open(
+        &self,
+        info: &SessionInfo,
+        envelope: &Envelope,
+    ) -> impl Future<Output = Result<Self::Transaction, Reply>> + Send {
+        async move { self.0.dyn_open(info, envelope).await }
+    }
+}
+
+impl<D: MailDispatch> MailDispatch for Arc<D> {
+    type Transaction = D::Transaction;
+    fn open(
+        &self,
+        info: &SessionInfo,
+        envelope: &Envelope,
+    ) -> impl Future<Output = Result<Self::Transaction, Reply>> + Send {
+        self.as_ref().open(info, envelope)
+    }
+}

@@ -1,0 +1,444 @@
+//! The tokio driver: runs a [`Session`] over any `AsyncRead + AsyncWrite`.
+//!
+//! It owns the socket, the buffers and the timer; it asks the guards and the dispatch what the
+//! session asks; it decides no protocol (every reply comes from the session).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+
+use crate::dispatch::{MailDispatch, Transaction};
+use crate::envelope::{SessionInfo, TlsInfo};
+use crate::guard::{Guard, Verdict};
+use crate::reply;
+use crate::session::{Answer, End, Event, Session, SessionConfig, Stats};
+use crate::trace;
+
+/// A byte stream a session can run over.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// A boxed [`Io`], so that STARTTLS can swap a plain stream for a TLS one.
+pub type BoxIo = Box<dyn Io>;
+
+/// The future returned by [`TlsUpgrade::upgrade`].
+pub type UpgradeFuture = Pin<Box<dyn Future<Output = std::io::Result<(BoxIo, TlsInfo)>> + Send>>;
+
+/// Turns a plain stream into a TLS one (server side). The server binary implements it with
+/// rustls; the core does not depend on a TLS library.
+pub trait TlsUpgrade: Send + Sync {
+    /// Runs the server handshake on `io`.
+    fn upgrade(&self, io: BoxIo) -> UpgradeFuture;
+}
+
+/// Flush replies once this many bytes are waiting, even mid-batch (a client that pipelines
+/// thousands of commands gets its replies in bounded pieces).
+const OUTPUT_HIGH_WATER: usize = 16 * 1024;
+
+/// How a session ended, with its counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// Counters.
+    pub stats: Stats,
+    /// Why it ended.
+    pub end: End,
+}
+
+/// Runs sessions: the dispatch, the guards, the session configuration and the TLS upgrade,
+/// shared by every connection of a listener.
+///
+/// ```no_run
+/// # async fn example() -> std::io::Result<()> {
+/// use std::sync::Arc;
+/// use samotop_core::{Driver, Peer, SessionConfig, SessionInfo};
+/// # struct Null;
+/// # impl samotop_core::MailDispatch for Null {
+/// #     type Transaction = Box<dyn samotop_core::DynTransaction>;
+/// #     async fn open(&self, _: &SessionInfo, _: &samotop_core::Envelope)
+/// #         -> Result<Self::Transaction, samotop_core::Reply> { Err(samotop_core::reply::DELIVERY_FAILED) }
+/// # }
+/// let driver = Arc::new(Driver::new(Null, (), SessionConfig::default()));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:2525").await?;
+/// loop {
+///     let (stream, peer) = listener.accept().await?;
+///     let driver = driver.clone();
+///     tokio::spawn(async move {
+///         let info = SessionInfo::new(Peer::Tcp(peer), "mx.example.org");
+///         driver.run(stream, info).await
+///     });
+/// }
+/// # }
+/// ```
+pub struct Driver<D, G> {
+    dispatch: D,
+    guard: G,
+    config: Arc<SessionConfig>,
+    tls: Option<Arc<dyn TlsUpgrade>>,
+    banner_delay: Duration,
+    shutdown: Option<watch::Receiver<bool>>,
+}
+
+impl<D: MailDispatch, G: Guard> Driver<D, G> {
+    /// A driver with no TLS, no banner delay and no shutdown signal.
+    pub fn new(dispatch: D, guard: G, config: SessionConfig) -> Self {
+        Driver {
+            dispatch,
+            guard,
+            config: Arc::new(config),
+            tls: None,
+            banner_delay: Duration::ZERO,
+            shutdown: None,
+        }
+    }
+
+    /// Offers STARTTLS with this upgrade (sets [`SessionConfig::starttls`]).
+    pub fn with_tls(mut self, tls: Arc<dyn TlsUpgrade>) -> Self {
+        Arc::make_mut(&mut self.config).starttls = true;
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Waits this long before the banner; a client that talks first gets
+    /// [`reply::EARLY_TALKER`] and is disconnected. Default zero.
+    pub fn with_banner_delay(mut self, delay: Duration) -> Self {
+        self.banner_delay = delay;
+        self
+    }
+
+    /// Ends idle sessions with [`reply::SHUTTING_DOWN`] once this turns true.
+    pub fn with_shutdown(mut self, shutdown: watch::Receiver<bool>) -> Self {
+        self.shutdown = Some(shutdown);
+        self
+    }
+
+    /// The session configuration.
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    /// The dispatch.
+    pub fn dispatch(&self) -> &D {
+        &self.dispatch
+    }
+
+    /// Runs one session to its end and logs one line about it.
+    pub async fn run(&self, io: impl Io + 'static, info: SessionInfo) -> Summary {
+        let mut conn = Conn {
+            io: Box::new(io),
+            input: BytesMut::new(),
+            output: Vec::new(),
+        };
+        let mut session = Session::new(self.config.clone(), info);
+        let mut tx: Option<D::Transaction> = None;
+        let mut shutdown = self.shutdown.clone();
+
+        if !self.banner_delay.is_zero() {
+            conn.input.reserve(512);
+            let read = tokio::time::timeout(self.banner_delay, conn.io.read_buf(&mut conn.input));
+            match read.await {
+                Err(_elapsed) => {}
+                Ok(Ok(0)) => session.eof(),
+                Ok(Ok(_)) => session.early_talker(),
+                Ok(Err(_)) => session.failed(),
+            }
+        }
+
+        'session: loop {
+            while let Some(event) = session.poll_event() {
+                match event {
+                    Event::Reply(r) => {
+                        log::trace!("session {}: S: {r}", session.info().id);
+                        r.write_to(&mut conn.output);
+                        if conn.output.len() >= OUTPUT_HIGH_WATER && conn.flush().await.is_err() {
+                            session.failed();
+                        }
+                    }
+                    Event::Close => break 'session,
+                    Event::StartTls => {
+                        if let Err(e) = self.start_tls(&mut conn, &mut session).await {
+                            log::info!("session {}: TLS handshake failed: {e}", session.info().id);
+                            session.failed();
+                        }
+                    }
+                    Event::Abort => {
+                        if let Some(mut t) = tx.take() {
+                            t.abort().await;
+                        }
+                    }
+                    event => {
+                        let answer = self.answer(event, &session, &mut tx).await;
+                        session.resolve(answer);
+                    }
+                }
+            }
+            if session.is_closed() {
+                break;
+            }
+            if !conn.input.is_empty() {
+                let used = session.feed(&conn.input);
+                if used > 0 {
+                    conn.input.advance(used);
+                    continue;
+                }
+            }
+            // Nothing more to do with what we have: flush (RFC 2920 3.1), then read.
+            if conn.flush().await.is_err() {
+                session.failed();
+                continue;
+            }
+            self.read(&mut conn, &mut session, &mut shutdown).await;
+        }
+
+        if let Some(mut t) = tx.take() {
+            t.abort().await;
+        }
+        let _ = conn.flush().await;
+        let _ = conn.io.shutdown().await;
+        let summary = Summary {
+            stats: session.stats(),
+            end: session.end(),
+        };
+        log_summary(&session, &summary);
+        summary
+    }
+
+    /// Waits for input, a timeout, or the shutdown signal.
+    async fn read(
+        &self,
+        conn: &mut Conn,
+        session: &mut Session,
+        shutdown: &mut Option<watch::Receiver<bool>>,
+    ) {
+        if let Some(rx) = shutdown.as_ref() {
+            if *rx.borrow() && session.shutdown() {
+                return;
+            }
+        }
+        let want = if session.in_data() { 64 * 1024 } else { 4 * 1024 };
+        if conn.input.capacity() - conn.input.len() < want / 4 {
+            conn.input.reserve(want);
+        }
+        let timeout = session.read_timeout();
+        let read = tokio::time::timeout(timeout, conn.io.read_buf(&mut conn.input));
+        let signal = async {
+            match shutdown.as_mut() {
+                Some(rx) if !*rx.borrow() => {
+                    if rx.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                _ => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            result = read => match result {
+                Err(_elapsed) => session.timed_out(),
+                Ok(Ok(0)) => session.eof(),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    log::debug!("session {}: read failed: {e}", session.info().id);
+                    session.failed();
+                }
+            },
+            _ = signal => {
+                session.shutdown();
+            }
+        }
+    }
+
+    async fn start_tls(&self, conn: &mut Conn, session: &mut Session) -> std::io::Result<()> {
+        conn.flush().await?;
+        // RFC 3207 / CVE-2011-0411: bytes pipelined after STARTTLS are never executed.
+        if !conn.input.is_empty() {
+            log::info!(
+                "session {}: discarding {} bytes sent after STARTTLS",
+                session.info().id,
+                conn.input.len()
+            );
+            conn.input.clear();
+        }
+        let Some(tls) = self.tls.as_ref() else {
+            return Err(std::io::Error::other("no TLS configured"));
+        };
+        let plain = std::mem::replace(&mut conn.io, Box::new(empty::empty_duplex()));
+        let (io, info) = tls.upgrade(plain).await?;
+        conn.io = io;
+        log::debug!(
+            "session {}: TLS up: {} {}",
+            session.info().id,
+            info.version,
+            info.cipher
+        );
+        session.tls_started(info);
+        Ok(())
+    }
+
+    /// Asks the guards and the dispatch the question of an event.
+    async fn answer(
+        &self,
+        event: Event,
+        session: &Session,
+        tx: &mut Option<D::Transaction>,
+    ) -> Answer {
+        let info = session.info();
+        match event {
+            Event::Connect => Answer::Verdict(self.guard.connect(info).await),
+            Event::Helo => Answer::Verdict(self.guard.helo(info).await),
+            Event::Mail => {
+                let Some(env) = session.envelope() else {
+                    return Answer::Verdict(Verdict::Reject(reply::DELIVERY_FAILED));
+                };
+                let verdict = self.guard.mail(info, env).await;
+                if !accepts(&verdict) {
+                    return Answer::Verdict(verdict);
+                }
+                if let Some(mut old) = tx.take() {
+                    old.abort().await;
+                }
+                match self.dispatch.open(info, env).await {
+                    Ok(t) => {
+                        *tx = Some(t);
+                        Answer::Verdict(verdict)
+                    }
+                    Err(reply) => Answer::Verdict(Verdict::Reject(reply)),
+                }
+            }
+            Event::Rcpt(rcpt) => {
+                let (Some(env), Some(t)) = (session.envelope(), tx.as_mut()) else {
+                    return Answer::Verdict(Verdict::Reject(reply::DELIVERY_FAILED));
+                };
+                let verdict = self.guard.rcpt(info, env, &rcpt).await;
+                if !accepts(&verdict) {
+                    return Answer::Verdict(verdict);
+                }
+                match t.add_recipient(&rcpt).await {
+                    Ok(()) => Answer::Verdict(verdict),
+                    Err(reply) => Answer::Verdict(Verdict::Reject(reply)),
+                }
+            }
+            Event::DataStart => {
+                let (Some(env), Some(t)) = (session.envelope(), tx.as_mut()) else {
+                    return Answer::Verdict(Verdict::Reject(reply::DELIVERY_FAILED));
+                };
+                let verdict = self.guard.data(info, env).await;
+                if !accepts(&verdict) {
+                    return Answer::Verdict(verdict);
+                }
+                // Guard headers from this verdict are added by the session after it accepts;
+                // fold them into the trace block here so they reach the message.
+                let mut env = env.clone();
+                if let Verdict::AddHeader(h) = &verdict {
+                    env.headers.push(h.clone());
+                }
+                if let Err(reply) = t.begin(info, &env).await {
+                    return Answer::Verdict(Verdict::Reject(reply));
+                }
+                let headers = trace::trace_headers(info, &env, SystemTime::now());
+                match t.write(headers.as_bytes()).await {
+                    Ok(()) => Answer::Verdict(Verdict::Accept),
+                    Err(reply) => Answer::Verdict(Verdict::Reject(reply)),
+                }
+            }
+            Event::Chunk(chunk) => match tx.as_mut() {
+                Some(t) => Answer::Written(t.write(&chunk).await),
+                None => Answer::Written(Err(reply::DELIVERY_FAILED)),
+            },
+            Event::Commit => match tx.take() {
+                Some(mut t) => Answer::Committed(t.commit().await),
+                None => Answer::Committed(Vec::new()),
+            },
+            other => {
+                log::error!("session {}: unexpected event {other:?}", info.id);
+                Answer::Verdict(Verdict::Reject(reply::DELIVERY_FAILED))
+            }
+        }
+    }
+}
+
+fn accepts(verdict: &Verdict) -> bool {
+    matches!(verdict, Verdict::Accept | Verdict::AddHeader(_))
+}
+
+/// The connection's stream and buffers.
+struct Conn {
+    io: BoxIo,
+    input: BytesMut,
+    output: Vec<u8>,
+}
+
+impl Conn {
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if self.output.is_empty() {
+            return Ok(());
+        }
+        let result = self.io.write_all(&self.output).await;
+        self.output.clear();
+        if self.output.capacity() > OUTPUT_HIGH_WATER * 2 {
+            self.output = Vec::new();
+        }
+        result?;
+        self.io.flush().await
+    }
+}
+
+fn log_summary(session: &Session, summary: &Summary) {
+    let info = session.info();
+    let helo = info.helo.as_ref().map(|h| h.to_string());
+    log::info!(
+        "session id={} peer={} helo={} tls={} mails={} rcpts={} bytes={} errors={} end={}",
+        info.id,
+        info.peer,
+        helo.as_deref().unwrap_or("-"),
+        if info.tls.is_some() { "yes" } else { "no" },
+        summary.stats.mails,
+        summary.stats.rcpts,
+        summary.stats.bytes,
+        summary.stats.errors,
+        summary.end.as_str()
+    );
+}
+
+/// A stream that reads nothing and swallows writes; stands in while the real one is being
+/// upgraded to TLS.
+mod empty {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+    pub struct EmptyDuplex;
+
+    pub fn empty_duplex() -> EmptyDuplex {
+        EmptyDuplex
+    }
+
+    impl AsyncRead for EmptyDuplex {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for EmptyDuplex {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+}

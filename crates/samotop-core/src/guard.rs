@@ -1,0 +1,202 @@
+//! Guards: policy checks at connect, HELO, MAIL, RCPT and DATA.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::envelope::{Envelope, Recipient, SessionInfo};
+use crate::reply::Reply;
+
+/// A guard's answer to one check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Go on.
+    Accept,
+    /// Go on, and prepend this header field (`Name: value`, no CR LF) to the message.
+    /// Only meaningful at MAIL, RCPT and DATA; elsewhere it is the same as `Accept`.
+    AddHeader(String),
+    /// Refuse this command with the reply; the session goes on.
+    Reject(Reply),
+    /// Refuse with the reply and close the connection.
+    Close(Reply),
+}
+
+/// A policy check. Every hook defaults to [`Verdict::Accept`]: implement only those you need.
+///
+/// The session calls the hooks at the matching commands, in order; several guards stack in a
+/// [`Guards`] list (the first that does not accept decides).
+///
+/// ```
+/// use samotop_core::{Guard, SessionInfo, Verdict, reply};
+///
+/// /// Refuses peers that are not on loopback.
+/// struct LoopbackOnly;
+///
+/// impl Guard for LoopbackOnly {
+///     async fn connect(&self, info: &SessionInfo) -> Verdict {
+///         match info.peer.ip() {
+///             Some(ip) if ip.is_loopback() => Verdict::Accept,
+///             _ => Verdict::Close(reply::CONNECTION_REFUSED),
+///         }
+///     }
+/// }
+/// ```
+pub trait Guard: Send + Sync + 'static {
+    /// A peer connected; the banner has not been sent yet.
+    fn connect(&self, info: &SessionInfo) -> impl Future<Output = Verdict> + Send {
+        let _ = info;
+        async { Verdict::Accept }
+    }
+    /// HELO/EHLO/LHLO; the name is in `info.helo`.
+    fn helo(&self, info: &SessionInfo) -> impl Future<Output = Verdict> + Send {
+        let _ = info;
+        async { Verdict::Accept }
+    }
+    /// MAIL FROM; the sender is in `envelope.sender`, no recipients yet.
+    fn mail(&self, info: &SessionInfo, envelope: &Envelope) -> impl Future<Output = Verdict> + Send {
+        let _ = (info, envelope);
+        async { Verdict::Accept }
+    }
+    /// RCPT TO; `recipient` is not in the envelope yet.
+    fn rcpt(
+        &self,
+        info: &SessionInfo,
+        envelope: &Envelope,
+        recipient: &Recipient,
+    ) -> impl Future<Output = Verdict> + Send {
+        let _ = (info, envelope, recipient);
+        async { Verdict::Accept }
+    }
+    /// DATA or the first BDAT; every recipient is in the envelope.
+    fn data(&self, info: &SessionInfo, envelope: &Envelope) -> impl Future<Output = Verdict> + Send {
+        let _ = (info, envelope);
+        async { Verdict::Accept }
+    }
+}
+
+/// Accepts everything.
+impl Guard for () {}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The object-safe twin of [`Guard`], for stacks chosen at run time.
+trait DynGuard: Send + Sync {
+    fn connect<'a>(&'a self, info: &'a SessionInfo) -> BoxFuture<'a, Verdict>;
+    fn helo<'a>(&'a self, info: &'a SessionInfo) -> BoxFuture<'a, Verdict>;
+    fn mail<'a>(&'a self, info: &'a SessionInfo, env: &'a Envelope) -> BoxFuture<'a, Verdict>;
+    fn rcpt<'a>(
+        &'a self,
+        info: &'a SessionInfo,
+        env: &'a Envelope,
+        rcpt: &'a Recipient,
+    ) -> BoxFuture<'a, Verdict>;
+    fn data<'a>(&'a self, info: &'a SessionInfo, env: &'a Envelope) -> BoxFuture<'a, Verdict>;
+}
+
+impl<G: Guard> DynGuard for G {
+    fn connect<'a>(&'a self, info: &'a SessionInfo) -> BoxFuture<'a, Verdict> {
+        Box::pin(Guard::connect(self, info))
+    }
+    fn helo<'a>(&'a self, info: &'a SessionInfo) -> BoxFuture<'a, Verdict> {
+        Box::pin(Guard::helo(self, info))
+    }
+    fn mail<'a>(&'a self, info: &'a SessionInfo, env: &'a Envelope) -> BoxFuture<'a, Verdict> {
+        Box::pin(Guard::mail(self, info, env))
+    }
+    fn rcpt<'a>(
+        &'a self,
+        info: &'a SessionInfo,
+        env: &'a Envelope,
+        rcpt: &'a Recipient,
+    ) -> BoxFuture<'a, Verdict> {
+        Box::pin(Guard::rcpt(self, info, env, rcpt))
+    }
+    fn data<'a>(&'a self, info: &'a SessionInfo, env: &'a Envelope) -> BoxFuture<'a, Verdict> {
+        Box::pin(Guard::data(self, info, env))
+    }
+}
+
+/// An ordered stack of guards, itself a guard. Each hook asks the guards in order; the first
+/// that rejects or closes decides, and the headers of those that accept are all added.
+///
+/// ```
+/// use samotop_core::Guards;
+/// let guards = Guards::new().with(()).with(());
+/// assert_eq!(guards.len(), 2);
+/// ```
+#[derive(Clone, Default)]
+pub struct Guards {
+    stack: Vec<Arc<dyn DynGuard>>,
+}
+
+impl std::fmt::Debug for Guards {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Guards({} guards)", self.stack.len())
+    }
+}
+
+impl Guards {
+    /// An empty stack: accepts everything.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a guard at the end of the stack.
+    pub fn with(mut self, guard: impl Guard) -> Self {
+        self.stack.push(Arc::new(guard));
+        self
+    }
+
+    /// Adds a guard at the end of the stack.
+    pub fn push(&mut self, guard: impl Guard) {
+        self.stack.push(Arc::new(guard));
+    }
+
+    /// How many guards are stacked.
+    pub fn len(&self) -> usize {
+        self.stack.len()
+    }
+
+    /// True when no guard is stacked.
+    pub fn is_empty(&self) -> bool {
+        self.stack.is_empty()
+    }
+}
+
+/// Folds verdicts: headers add up, the first refusal wins.
+async fn fold<'a, F>(stack: &'a [Arc<dyn DynGuard>], mut ask: F) -> Verdict
+where
+    F: FnMut(&'a dyn DynGuard) -> BoxFuture<'a, Verdict>,
+{
+    let mut headers = Vec::new();
+    for guard in stack {
+        match ask(guard.as_ref()).await {
+            Verdict::Accept => {}
+            Verdict::AddHeader(h) => headers.push(h),
+            refusal => return refusal,
+        }
+    }
+    if headers.is_empty() {
+        Verdict::Accept
+    } else {
+        Verdict::AddHeader(headers.join("\r\n"))
+    }
+}
+
+impl Guard for Guards {
+    async fn connect(&self, info: &SessionInfo) -> Verdict {
+        fold(&self.stack, |g| g.connect(info)).await
+    }
+    async fn helo(&self, info: &SessionInfo) -> Verdict {
+        fold(&self.stack, |g| g.helo(info)).await
+    }
+    async fn mail(&self, info: &SessionInfo, envelope: &Envelope) -> Verdict {
+        fold(&self.stack, |g| g.mail(info, envelope)).await
+    }
+    async fn rcpt(&self, info: &SessionInfo, envelope: &Envelope, recipient: &Recipient) -> Verdict {
+        fold(&self.stack, |g| g.rcpt(info, envelope, recipient)).await
+    }
+    async fn data(&self, info: &SessionInfo, envelope: &Envelope) -> Verdict {
+        fold(&self.stack, |g| g.data(info, envelope)).await
+    }
+}
