@@ -68,7 +68,12 @@ peg::parser! {
         /// `quoted-pairSMTP = %d92 %d32-126`.
         rule quoted_pair() = "\\" [' '..='~']
 
-        rule non_ascii() = [c if !c.is_ascii()]
+        /// `UTF8-non-ascii` (RFC 6531 3.3), without the C1 control characters.
+        rule non_ascii() = [c if !c.is_ascii() && !c.is_control()]
+
+        /// A non-ASCII character of a U-label: no control characters and no white space, which
+        /// no IDNA label holds (RFC 5892).
+        rule label_non_ascii() = [c if !c.is_ascii() && !c.is_control() && !c.is_whitespace()]
 
         // ---------------------------------------------------------------- hosts
 
@@ -91,7 +96,7 @@ peg::parser! {
 
         rule let_dig(underscore: bool)
             = ['a'..='z' | 'A'..='Z' | '0'..='9']
-            / non_ascii()
+            / label_non_ascii()
             / "_" {? if underscore { Ok(()) } else { Err("letter or digit") } }
 
         /// `address-literal = "[" ( IPv4 / IPv6 / General-address-literal ) "]"`.
@@ -129,7 +134,7 @@ peg::parser! {
         rule snum() -> u8
             = n:$(['0'..='9']*<1,3>) {? n.parse().or(Err("number from 0 to 255")) }
 
-        /// `IPv6-addr`: the characters are collected here, the forms checked by [`ipv6`].
+        /// `IPv6-addr`: the characters are collected here, the forms checked by [`parse_ipv6`].
         rule ipv6() -> Ipv6Addr
             = s:$(['0'..='9' | 'a'..='f' | 'A'..='F' | ':' | '.']+) {?
                 parse_ipv6(s).ok_or("IPv6 address")
@@ -173,7 +178,7 @@ peg::parser! {
               { match rest { Some((last, text)) => (code, last, text), None => (code, true, "") } }
 
         /// `Reply-code`: a first digit 2 to 5, then two digits.
-        pub rule reply_code() -> u16
+        rule reply_code() -> u16
             = c:$(['2'..='5'] ['0'..='9'] ['0'..='9']) {? c.parse().or(Err("reply code")) }
 
         /// `textstring`, widened to UTF-8 (RFC 6531 3.7.4): tab, printable, non-ASCII.
@@ -224,7 +229,11 @@ fn split_embedded_ipv4(s: &str) -> Option<(&str, Option<Ipv4Addr>)> {
     let colon = s.rfind(':')?;
     let v4 = smtp::ipv4(&s[colon + 1..]).ok()?;
     let head = &s[..=colon];
-    let hex = if head.ends_with("::") { head } else { &head[..colon] };
+    let hex = if head.ends_with("::") {
+        head
+    } else {
+        &head[..colon]
+    };
     if hex.is_empty() {
         return None;
     }
@@ -289,7 +298,10 @@ mod tests {
             ("::1", Some("::1")),
             ("::", Some("::")),
             ("2001:db8::", Some("2001:db8::")),
-            ("2001:DB8::8:800:200C:417A", Some("2001:db8::8:800:200c:417a")),
+            (
+                "2001:DB8::8:800:200C:417A",
+                Some("2001:db8::8:800:200c:417a"),
+            ),
             ("1:2:3:4:5:6::", Some("1:2:3:4:5:6::")),
             ("::3:4:5:6:7:8", Some("::3:4:5:6:7:8")),
             ("1:2:3:4:5:6:1.2.3.4", Some("1:2:3:4:5:6:102:304")),
@@ -333,7 +345,10 @@ mod tests {
     #[test]
     fn reply_line_forms() {
         assert_eq!(smtp::reply_line("250"), Ok((250, true, "")));
-        assert_eq!(smtp::reply_line("250-PIPELINING"), Ok((250, false, "PIPELINING")));
+        assert_eq!(
+            smtp::reply_line("250-PIPELINING"),
+            Ok((250, false, "PIPELINING"))
+        );
         assert_eq!(smtp::reply_line("220 x ESMTP"), Ok((220, true, "x ESMTP")));
         assert!(smtp::reply_line("199 x").is_err());
         assert!(smtp::reply_line("600 x").is_err());

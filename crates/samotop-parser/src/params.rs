@@ -33,7 +33,10 @@ fn tokens<'a>(
     rest: &'a str,
 ) -> Result<impl Iterator<Item = &'a str>, ParseError> {
     if !rest.is_empty() && !rest.starts_with(' ') {
-        return Err(ParseError::Syntax { verb, expected: usage });
+        return Err(ParseError::Syntax {
+            verb,
+            expected: usage,
+        });
     }
     Ok(rest.split(' ').filter(|token| !token.is_empty()))
 }
@@ -53,7 +56,10 @@ fn param<'a>(
             if smtp::esmtp_keyword(keyword).is_ok() {
                 Err(bad(verb, keyword.to_ascii_uppercase()))
             } else {
-                Err(ParseError::Syntax { verb, expected: usage })
+                Err(ParseError::Syntax {
+                    verb,
+                    expected: usage,
+                })
             }
         }
     }
@@ -79,7 +85,11 @@ fn apply_mail(p: &mut MailParams, keyword: String, value: Option<&str>) -> Resul
             return Ok(());
         }
     };
-    if ok { Ok(()) } else { Err(bad("MAIL", keyword)) }
+    if ok {
+        Ok(())
+    } else {
+        Err(bad("MAIL", keyword))
+    }
 }
 
 fn apply_rcpt(p: &mut RcptParams, keyword: String, value: Option<&str>) -> Result<(), ParseError> {
@@ -91,7 +101,11 @@ fn apply_rcpt(p: &mut RcptParams, keyword: String, value: Option<&str>) -> Resul
             return Ok(());
         }
     };
-    if ok { Ok(()) } else { Err(bad("RCPT", keyword)) }
+    if ok {
+        Ok(())
+    } else {
+        Err(bad("RCPT", keyword))
+    }
 }
 
 /// Stores `value` in an empty `slot`; false when the value is invalid or the slot was taken.
@@ -113,9 +127,13 @@ fn size(value: &str) -> Option<u64> {
 
 /// `BODY=7BIT / 8BITMIME / BINARYMIME` (RFC 6152 2, RFC 3030 3), any case.
 fn body(value: &str) -> Option<Body> {
-    [("7BIT", Body::SevenBit), ("8BITMIME", Body::EightBitMime), ("BINARYMIME", Body::BinaryMime)]
-        .into_iter()
-        .find_map(|(name, body)| value.eq_ignore_ascii_case(name).then_some(body))
+    [
+        ("7BIT", Body::SevenBit),
+        ("8BITMIME", Body::EightBitMime),
+        ("BINARYMIME", Body::BinaryMime),
+    ]
+    .into_iter()
+    .find_map(|(name, body)| value.eq_ignore_ascii_case(name).then_some(body))
 }
 
 /// `RET=FULL / HDRS` (RFC 3461 4.3), any case.
@@ -128,7 +146,10 @@ fn ret(value: &str) -> Option<Ret> {
 /// `NOTIFY=NEVER / 1#(SUCCESS / FAILURE / DELAY)` (RFC 3461 4.1), any case, each at most once.
 fn notify(value: &str) -> Option<Notify> {
     if value.eq_ignore_ascii_case("NEVER") {
-        return Some(Notify { never: true, ..Notify::default() });
+        return Some(Notify {
+            never: true,
+            ..Notify::default()
+        });
     }
     let mut n = Notify::default();
     for item in value.split(',') {
@@ -183,7 +204,11 @@ pub(crate) fn decode_xtext(xtext: &str) -> Option<String> {
 
 fn hex_octet(pair: &[u8]) -> Option<u8> {
     let text = std::str::from_utf8(pair).ok()?;
-    if pair.iter().all(u8::is_ascii_hexdigit) { u8::from_str_radix(text, 16).ok() } else { None }
+    if pair.iter().all(u8::is_ascii_hexdigit) {
+        u8::from_str_radix(text, 16).ok()
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -208,9 +233,20 @@ mod tests {
 
     #[test]
     fn notify_lists() {
-        let all = Notify { success: true, failure: true, delay: true, never: false };
+        let all = Notify {
+            success: true,
+            failure: true,
+            delay: true,
+            never: false,
+        };
         assert_eq!(notify("success,FAILURE,Delay"), Some(all));
-        assert_eq!(notify("NEVER"), Some(Notify { never: true, ..Notify::default() }));
+        assert_eq!(
+            notify("NEVER"),
+            Some(Notify {
+                never: true,
+                ..Notify::default()
+            })
+        );
         assert_eq!(notify("NEVER,SUCCESS"), None);
         assert_eq!(notify("SUCCESS,SUCCESS"), None);
         assert_eq!(notify("SUCCESS,"), None);

@@ -46,7 +46,10 @@ impl Verb {
     }
 
     fn syntax(self) -> ParseError {
-        ParseError::Syntax { verb: self.name, expected: self.usage }
+        ParseError::Syntax {
+            verb: self.name,
+            expected: self.usage,
+        }
     }
 }
 
@@ -54,7 +57,9 @@ impl Verb {
 pub(crate) fn command(line: &[u8]) -> Result<Command, ParseError> {
     let line = std::str::from_utf8(line).map_err(|_| ParseError::InvalidUtf8)?;
     let line = line.trim_end_matches(' ');
-    let verb_end = line.find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(line.len());
+    let verb_end = line
+        .find(|c: char| !c.is_ascii_alphanumeric())
+        .unwrap_or(line.len());
     let (word, rest) = line.split_at(verb_end);
     let verb = Verb::find(word).ok_or(ParseError::UnknownCommand)?;
     let arg = match rest.strip_prefix(' ') {
@@ -127,7 +132,10 @@ fn path_text<'a>(verb: Verb, arg: &'a str, keyword: &str) -> Result<&'a str, Par
 }
 
 fn bad_path(verb: Verb, expected: &'static str) -> ParseError {
-    ParseError::BadPath { verb: verb.name, expected }
+    ParseError::BadPath {
+        verb: verb.name,
+        expected,
+    }
 }
 
 /// The length limits of RFC 5321 4.5.3.1: 64 octets of local part, 255 of domain.

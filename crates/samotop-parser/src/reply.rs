@@ -42,7 +42,12 @@ pub fn parse_reply_line(line: &[u8]) -> Result<ReplyLine<'_>, ParseError> {
     let line = std::str::from_utf8(line).map_err(|_| ParseError::InvalidUtf8)?;
     let (code, last, text) = smtp::reply_line(line).map_err(|_| ParseError::BadReply)?;
     let (enhanced, text) = split_enhanced(code, text);
-    Ok(ReplyLine { code, last, enhanced, text })
+    Ok(ReplyLine {
+        code,
+        last,
+        enhanced,
+        text,
+    })
 }
 
 /// Takes an enhanced status code off the start of `text` when its class matches `code`.
@@ -122,7 +127,9 @@ fn check_partial(partial: &[u8], code: Option<u16>) -> Result<(), ParseError> {
         return Err(ParseError::BadReply);
     }
     if let (Some(code), [a, b, c]) = (code, head) {
-        let partial_code = [a, b, c].iter().fold(0u16, |n, &&d| n * 10 + u16::from(d - b'0'));
+        let partial_code = [a, b, c]
+            .iter()
+            .fold(0u16, |n, &&d| n * 10 + u16::from(d - b'0'));
         if partial_code != code {
             return Err(ParseError::BadReply);
         }
@@ -137,27 +144,39 @@ fn check_partial(partial: &[u8], code: Option<u16>) -> Result<(), ParseError> {
 mod tests {
     use super::*;
 
-    fn line(input: &str) -> Result<(u16, bool, Option<[u16; 3]>, &str), ParseError> {
+    /// Code, last, enhanced code, text.
+    type Fields<'a> = (u16, bool, Option<[u16; 3]>, &'a str);
+
+    fn line(input: &str) -> Result<Fields<'_>, ParseError> {
         parse_reply_line(input.as_bytes()).map(|l| (l.code, l.last, l.enhanced, l.text))
     }
 
     #[test]
     fn reply_lines() {
-        let cases: &[(&str, Result<(u16, bool, Option<[u16; 3]>, &str), ParseError>)] = &[
+        let cases: &[(&str, Result<Fields<'_>, ParseError>)] = &[
             ("250-PIPELINING", Ok((250, false, None, "PIPELINING"))),
             ("250 2.1.0 Ok", Ok((250, true, Some([2, 1, 0]), "Ok"))),
             ("220 host ESMTP", Ok((220, true, None, "host ESMTP"))),
             ("250", Ok((250, true, None, ""))),
             ("250 ", Ok((250, true, None, ""))),
             ("250-", Ok((250, false, None, ""))),
-            ("550 5.1.1 No such user", Ok((550, true, Some([5, 1, 1]), "No such user"))),
-            ("451-4.3.0 Try later", Ok((451, false, Some([4, 3, 0]), "Try later"))),
+            (
+                "550 5.1.1 No such user",
+                Ok((550, true, Some([5, 1, 1]), "No such user")),
+            ),
+            (
+                "451-4.3.0 Try later",
+                Ok((451, false, Some([4, 3, 0]), "Try later")),
+            ),
             ("554 5.7.1", Ok((554, true, Some([5, 7, 1]), ""))),
             // Class differs from the code: plain text.
             ("250 5.1.1 odd", Ok((250, true, None, "5.1.1 odd"))),
             ("250 2.1.0Ok", Ok((250, true, None, "2.1.0Ok"))),
             ("250 2.1.0000 x", Ok((250, true, None, "2.1.0000 x"))),
-            ("250 2.0.0  two spaces", Ok((250, true, Some([2, 0, 0]), " two spaces"))),
+            (
+                "250 2.0.0  two spaces",
+                Ok((250, true, Some([2, 0, 0]), " two spaces")),
+            ),
             ("250 tab\there", Ok((250, true, None, "tab\there"))),
             ("250 ünïcödé", Ok((250, true, None, "ünïcödé"))),
             ("199 x", Err(ParseError::BadReply)),
@@ -174,7 +193,10 @@ mod tests {
         for (input, expected) in cases {
             assert_eq!(&line(input), expected, "{input:?}");
         }
-        assert_eq!(parse_reply_line(b"250 \xff").unwrap_err(), ParseError::InvalidUtf8);
+        assert_eq!(
+            parse_reply_line(b"250 \xff").unwrap_err(),
+            ParseError::InvalidUtf8
+        );
     }
 
     #[test]
