@@ -66,8 +66,10 @@ pub trait MailDispatch: Send + Sync + 'static {
 /// transaction dropped without `commit` must leave nothing delivered.
 pub trait Transaction: Send + 'static {
     /// Accepts or refuses a recipient (the `Err` reply goes to the client at RCPT time).
-    fn add_recipient(&mut self, recipient: &Recipient)
-    -> impl Future<Output = Result<(), Reply>> + Send;
+    fn add_recipient(
+        &mut self,
+        recipient: &Recipient,
+    ) -> impl Future<Output = Result<(), Reply>> + Send;
 
     /// The message data starts; the envelope holds every accepted recipient. The first
     /// [`write`](Transaction::write) that follows carries the trace header fields.
@@ -137,18 +139,14 @@ impl<T: Transaction> DynTransaction for T {
 }
 
 impl Transaction for Box<dyn DynTransaction> {
-    fn add_recipient(&mut self, r: &Recipient) -> impl Future<Output = Result<(), Reply>> + Send {
-        async move { self.as_mut().dyn_add_recipient(r).await }
+    async fn add_recipient(&mut self, r: &Recipient) -> Result<(), Reply> {
+        self.as_mut().dyn_add_recipient(r).await
     }
-    fn begin(
-        &mut self,
-        info: &SessionInfo,
-        env: &Envelope,
-    ) -> impl Future<Output = Result<(), Reply>> + Send {
-        async move { self.as_mut().dyn_begin(info, env).await }
+    async fn begin(&mut self, info: &SessionInfo, env: &Envelope) -> Result<(), Reply> {
+        self.as_mut().dyn_begin(info, env).await
     }
-    fn write(&mut self, chunk: &[u8]) -> impl Future<Output = Result<(), Reply>> + Send {
-        async move { self.as_mut().dyn_write(chunk).await }
+    async fn write(&mut self, chunk: &[u8]) -> Result<(), Reply> {
+        self.as_mut().dyn_write(chunk).await
     }
     fn commit(&mut self) -> impl Future<Output = Outcomes> + Send {
         self.as_mut().dyn_commit()
@@ -211,12 +209,12 @@ impl std::fmt::Debug for BoxDispatch {
 
 impl MailDispatch for BoxDispatch {
     type Transaction = Box<dyn DynTransaction>;
-    fn open(
+    async fn open(
         &self,
         info: &SessionInfo,
         envelope: &Envelope,
-    ) -> impl Future<Output = Result<Self::Transaction, Reply>> + Send {
-        async move { self.0.dyn_open(info, envelope).await }
+    ) -> Result<Self::Transaction, Reply> {
+        self.0.dyn_open(info, envelope).await
     }
 }
 

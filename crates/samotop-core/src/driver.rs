@@ -219,7 +219,11 @@ impl<D: MailDispatch, G: Guard> Driver<D, G> {
                 return;
             }
         }
-        let want = if session.in_data() { 64 * 1024 } else { 4 * 1024 };
+        let want = if session.in_data() {
+            64 * 1024
+        } else {
+            4 * 1024
+        };
         if conn.input.capacity() - conn.input.len() < want / 4 {
             conn.input.reserve(want);
         }

@@ -53,7 +53,11 @@ pub trait Guard: Send + Sync + 'static {
         async { Verdict::Accept }
     }
     /// MAIL FROM; the sender is in `envelope.sender`, no recipients yet.
-    fn mail(&self, info: &SessionInfo, envelope: &Envelope) -> impl Future<Output = Verdict> + Send {
+    fn mail(
+        &self,
+        info: &SessionInfo,
+        envelope: &Envelope,
+    ) -> impl Future<Output = Verdict> + Send {
         let _ = (info, envelope);
         async { Verdict::Accept }
     }
@@ -68,7 +72,11 @@ pub trait Guard: Send + Sync + 'static {
         async { Verdict::Accept }
     }
     /// DATA or the first BDAT; every recipient is in the envelope.
-    fn data(&self, info: &SessionInfo, envelope: &Envelope) -> impl Future<Output = Verdict> + Send {
+    fn data(
+        &self,
+        info: &SessionInfo,
+        envelope: &Envelope,
+    ) -> impl Future<Output = Verdict> + Send {
         let _ = (info, envelope);
         async { Verdict::Accept }
     }
@@ -193,7 +201,12 @@ impl Guard for Guards {
     async fn mail(&self, info: &SessionInfo, envelope: &Envelope) -> Verdict {
         fold(&self.stack, |g| g.mail(info, envelope)).await
     }
-    async fn rcpt(&self, info: &SessionInfo, envelope: &Envelope, recipient: &Recipient) -> Verdict {
+    async fn rcpt(
+        &self,
+        info: &SessionInfo,
+        envelope: &Envelope,
+        recipient: &Recipient,
+    ) -> Verdict {
         fold(&self.stack, |g| g.rcpt(info, envelope, recipient)).await
     }
     async fn data(&self, info: &SessionInfo, envelope: &Envelope) -> Verdict {

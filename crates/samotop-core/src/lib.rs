@@ -40,9 +40,9 @@
 //!             _ => session.resolve(Answer::Verdict(Verdict::Accept)),
 //!         }
 //!     }
+//!     if session.is_closed() { break; }
 //!     let used = session.feed(input);
 //!     input = &input[used..];
-//!     if session.is_closed() { break; }
 //! }
 //! assert_eq!(replies, [220, 250, 250, 250, 354, 250, 221]);
 //! assert_eq!(message, b"Subject: hi\r\n\r\nHello\r\n");

@@ -160,7 +160,8 @@ pub const READY_FOR_TLS: Reply = Reply::new(220, [2, 0, 0], "Ready to start TLS"
 /// 421 4.4.2: no command or data within the timeout (RFC 5321 4.5.3.2).
 pub const TIMEOUT: Reply = Reply::new(421, [4, 4, 2], "Timeout, closing connection");
 /// 421 4.7.0: the session made too many errors.
-pub const TOO_MANY_ERRORS: Reply = Reply::new(421, [4, 7, 0], "Too many errors, closing connection");
+pub const TOO_MANY_ERRORS: Reply =
+    Reply::new(421, [4, 7, 0], "Too many errors, closing connection");
 /// 421 4.3.2: the server is at its connection limit.
 pub const TOO_MANY_CONNECTIONS: Reply =
     Reply::new(421, [4, 3, 2], "Too many connections, try again later");
@@ -174,13 +175,15 @@ pub const SHUTTING_DOWN: Reply =
 pub const DELIVERY_FAILED: Reply =
     Reply::new(451, [4, 3, 0], "Local error in processing, try again later");
 /// 451 4.7.1: this peer sends too many messages.
-pub const RATE_LIMITED: Reply =
-    Reply::new(451, [4, 7, 1], "Too many messages from your address, slow down");
+pub const RATE_LIMITED: Reply = Reply::new(
+    451,
+    [4, 7, 1],
+    "Too many messages from your address, slow down",
+);
 /// 452 4.5.3: recipient limit of the transaction reached (RFC 5321 4.5.3.1.10).
 pub const TOO_MANY_RECIPIENTS: Reply = Reply::new(452, [4, 5, 3], "Too many recipients");
 /// 452 4.3.1: out of storage.
-pub const INSUFFICIENT_STORAGE: Reply =
-    Reply::new(452, [4, 3, 1], "Insufficient system storage");
+pub const INSUFFICIENT_STORAGE: Reply = Reply::new(452, [4, 3, 1], "Insufficient system storage");
 /// 454 4.7.0: STARTTLS is not available (no certificate configured).
 pub const TLS_NOT_AVAILABLE: Reply = Reply::new(454, [4, 7, 0], "TLS not available");
 
@@ -191,14 +194,14 @@ pub const LINE_TOO_LONG: Reply = Reply::new(500, [5, 5, 2], "Line too long");
 /// 500 5.5.1: HELO/EHLO on an LMTP listener (RFC 2033 4.1).
 pub const LMTP_NEEDS_LHLO: Reply = Reply::new(500, [5, 5, 1], "This is LMTP, say LHLO");
 /// 500 5.5.2: HTTP (or other non-SMTP talk) on an SMTP port; the connection is closed.
-pub const NOT_SMTP: Reply = Reply::new(500, [5, 5, 2], "This is an SMTP server, closing connection");
+pub const NOT_SMTP: Reply =
+    Reply::new(500, [5, 5, 2], "This is an SMTP server, closing connection");
 /// 501 5.5.4: syntax error in the arguments.
 pub const SYNTAX_ERROR: Reply = Reply::new(501, [5, 5, 4], "Syntax error in parameters");
 /// 501 5.1.7: malformed sender address.
 pub const BAD_SENDER_SYNTAX: Reply = Reply::new(501, [5, 1, 7], "Bad sender address syntax");
 /// 501 5.1.3: malformed recipient address.
-pub const BAD_RECIPIENT_SYNTAX: Reply =
-    Reply::new(501, [5, 1, 3], "Bad recipient address syntax");
+pub const BAD_RECIPIENT_SYNTAX: Reply = Reply::new(501, [5, 1, 3], "Bad recipient address syntax");
 /// 501 5.5.4: STARTTLS takes no arguments.
 pub const STARTTLS_NO_ARGS: Reply = Reply::new(501, [5, 5, 4], "STARTTLS takes no arguments");
 /// 501 5.5.4: invalid HELO/EHLO/LHLO argument.
@@ -218,16 +221,18 @@ pub const NEED_RCPT: Reply = Reply::new(503, [5, 5, 1], "Send RCPT first");
 /// 554 5.5.1: DATA when every recipient was refused (RFC 5321 3.3).
 pub const NO_VALID_RECIPIENTS: Reply = Reply::new(554, [5, 5, 1], "No valid recipients");
 /// 503 5.5.1: DATA after BDAT, or DATA with BODY=BINARYMIME.
-pub const DATA_AFTER_BDAT: Reply =
-    Reply::new(503, [5, 5, 1], "DATA not allowed in a BDAT transaction or with BINARYMIME");
+pub const DATA_AFTER_BDAT: Reply = Reply::new(
+    503,
+    [5, 5, 1],
+    "DATA not allowed in a BDAT transaction or with BINARYMIME",
+);
 /// 503 5.5.1: STARTTLS inside TLS.
 pub const ALREADY_TLS: Reply = Reply::new(503, [5, 5, 1], "TLS already active");
 /// 503 5.5.1: STARTTLS inside a mail transaction.
 pub const STARTTLS_IN_TRANSACTION: Reply =
     Reply::new(503, [5, 5, 1], "STARTTLS not allowed in a mail transaction");
 /// 530 5.7.0: `--require-tls` and no STARTTLS yet.
-pub const TLS_REQUIRED: Reply =
-    Reply::new(530, [5, 7, 0], "Must issue a STARTTLS command first");
+pub const TLS_REQUIRED: Reply = Reply::new(530, [5, 7, 0], "Must issue a STARTTLS command first");
 /// 550 5.6.0: bare CR or LF in DATA (RFC 5321 2.3.8; SMTP smuggling defence).
 pub const BARE_NEWLINE: Reply = Reply::new(
     550,
@@ -237,22 +242,33 @@ pub const BARE_NEWLINE: Reply = Reply::new(
 /// 550 5.7.1: recipient domain is not ours.
 pub const RELAY_DENIED: Reply = Reply::new(550, [5, 7, 1], "Relay not permitted");
 /// 550 5.1.3: recipient name cannot be used as a mailbox.
-pub const BAD_MAILBOX_NAME: Reply =
-    Reply::new(550, [5, 1, 3], "Recipient address cannot be used as a mailbox");
+pub const BAD_MAILBOX_NAME: Reply = Reply::new(
+    550,
+    [5, 1, 3],
+    "Recipient address cannot be used as a mailbox",
+);
 /// 552 5.3.4: message bigger than the limit (RFC 1870).
-pub const MESSAGE_TOO_BIG: Reply =
-    Reply::new(552, [5, 3, 4], "Message size exceeds fixed maximum message size");
+pub const MESSAGE_TOO_BIG: Reply = Reply::new(
+    552,
+    [5, 3, 4],
+    "Message size exceeds fixed maximum message size",
+);
 /// 553 5.6.7: non-ASCII address without SMTPUTF8 (RFC 6531 3.5).
-pub const NEED_SMTPUTF8: Reply =
-    Reply::new(553, [5, 6, 7], "Non-ASCII addresses require the SMTPUTF8 parameter");
+pub const NEED_SMTPUTF8: Reply = Reply::new(
+    553,
+    [5, 6, 7],
+    "Non-ASCII addresses require the SMTPUTF8 parameter",
+);
 /// 554 5.5.1: the client talked before the greeting; the connection is closed.
-pub const EARLY_TALKER: Reply =
-    Reply::new(554, [5, 5, 1], "Protocol error: talking before the greeting");
+pub const EARLY_TALKER: Reply = Reply::new(
+    554,
+    [5, 5, 1],
+    "Protocol error: talking before the greeting",
+);
 /// 554 5.7.1: the connection is refused by policy.
 pub const CONNECTION_REFUSED: Reply = Reply::new(554, [5, 7, 1], "Connection refused");
 /// 555 5.5.4: a MAIL/RCPT parameter we do not support (RFC 5321 4.1.1.11).
-pub const UNSUPPORTED_PARAMETER: Reply =
-    Reply::new(555, [5, 5, 4], "Unsupported parameter");
+pub const UNSUPPORTED_PARAMETER: Reply = Reply::new(555, [5, 5, 4], "Unsupported parameter");
 /// 500 5.5.2: a BDAT chunk size we cannot take.
 pub const BAD_CHUNK: Reply = Reply::new(500, [5, 5, 2], "Invalid BDAT chunk");
 
@@ -263,13 +279,19 @@ mod tests {
     #[test]
     fn single_line() {
         assert_eq!(OK.to_bytes(), b"250 2.0.0 OK\r\n");
-        assert_eq!(START_DATA.to_bytes(), b"354 End data with <CR><LF>.<CR><LF>\r\n");
+        assert_eq!(
+            START_DATA.to_bytes(),
+            b"354 End data with <CR><LF>.<CR><LF>\r\n"
+        );
     }
 
     #[test]
     fn multi_line() {
         let r = Reply::with_text(250, None, "mx greets you\nPIPELINING\nSIZE 10");
-        assert_eq!(r.to_bytes(), b"250-mx greets you\r\n250-PIPELINING\r\n250 SIZE 10\r\n");
+        assert_eq!(
+            r.to_bytes(),
+            b"250-mx greets you\r\n250-PIPELINING\r\n250 SIZE 10\r\n"
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::envelope::{Envelope, SessionInfo};
 /// let env = Envelope::new(ReversePath::Null, MailParams::default(), "ID1".into());
 /// let h = trace::received(&info, &env, UNIX_EPOCH + Duration::from_secs(0));
 /// assert!(h.starts_with("Received: from unknown ([192.0.2.1])\r\n\tby mx.example"));
-/// assert!(h.ends_with("; Thu, 01 Jan 1970 00:00:00 +0000\r\n"));
+/// assert!(h.ends_with(";\r\n\tThu, 01 Jan 1970 00:00:00 +0000\r\n"));
 /// ```
 pub fn received(info: &SessionInfo, envelope: &Envelope, now: SystemTime) -> String {
     let helo = info
@@ -61,7 +61,10 @@ pub fn received(info: &SessionInfo, envelope: &Envelope, now: SystemTime) -> Str
 /// assert_eq!(trace::return_path(&env), "Return-Path: <>\r\n");
 /// ```
 pub fn return_path(envelope: &Envelope) -> String {
-    format!("Return-Path: <{}>\r\n", sanitize(&envelope.sender.to_string()))
+    format!(
+        "Return-Path: <{}>\r\n",
+        sanitize(&envelope.sender.to_string())
+    )
 }
 
 /// The header fields a session prepends to a message: `Received:` and those the guards added.
@@ -109,7 +112,10 @@ pub fn rfc5322_date(now: SystemTime) -> String {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    let secs = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let days = secs / 86_400;
     let rem = secs % 86_400;
     let (y, m, d) = civil_from_days(days as i64);

@@ -14,15 +14,30 @@ use clap::Parser;
 pub struct Cli {
     /// SMTP listener: host:port or unix:PATH (repeatable; default 127.0.0.1:2525 when no
     /// listener is given).
-    #[arg(long = "smtp", env = "SAMOTOP_SMTP", value_name = "ADDR", value_delimiter = ',')]
+    #[arg(
+        long = "smtp",
+        env = "SAMOTOP_SMTP",
+        value_name = "ADDR",
+        value_delimiter = ','
+    )]
     pub smtp: Vec<ListenAddr>,
 
     /// SMTP listener with implicit TLS, port 465 style (repeatable; needs a certificate).
-    #[arg(long = "smtps", env = "SAMOTOP_SMTPS", value_name = "ADDR", value_delimiter = ',')]
+    #[arg(
+        long = "smtps",
+        env = "SAMOTOP_SMTPS",
+        value_name = "ADDR",
+        value_delimiter = ','
+    )]
     pub smtps: Vec<ListenAddr>,
 
     /// LMTP listener: host:port or unix:PATH (repeatable).
-    #[arg(long = "lmtp", env = "SAMOTOP_LMTP", value_name = "ADDR", value_delimiter = ',')]
+    #[arg(
+        long = "lmtp",
+        env = "SAMOTOP_LMTP",
+        value_name = "ADDR",
+        value_delimiter = ','
+    )]
     pub lmtp: Vec<ListenAddr>,
 
     /// Serve one SMTP session on stdin/stdout, then exit (inetd, pipes).
@@ -31,23 +46,48 @@ pub struct Cli {
 
     /// Where mail goes: maildir:DIR | lmtp:unix:PATH | lmtp:HOST:PORT | smtp:HOST:PORT |
     /// stdout | null.
-    #[arg(long, env = "SAMOTOP_DELIVER", value_name = "URI", default_value = "maildir:./maildir")]
+    #[arg(
+        long,
+        env = "SAMOTOP_DELIVER",
+        value_name = "URI",
+        default_value = "maildir:./maildir"
+    )]
     pub deliver: Deliver,
 
     /// Maildir layout: single (one Maildir) | per-recipient (DIR/domain/local/).
-    #[arg(long, env = "SAMOTOP_MAILDIR_LAYOUT", value_name = "L", default_value = "single")]
+    #[arg(
+        long,
+        env = "SAMOTOP_MAILDIR_LAYOUT",
+        value_name = "L",
+        default_value = "single"
+    )]
     pub maildir_layout: MaildirLayout,
 
     /// Host name for the banner, the EHLO reply and the Received header.
-    #[arg(long, env = "SAMOTOP_NAME", value_name = "NAME", default_value = "localhost")]
+    #[arg(
+        long,
+        env = "SAMOTOP_NAME",
+        value_name = "NAME",
+        default_value = "localhost"
+    )]
     pub name: String,
 
     /// TLS certificate chain (PEM); enables STARTTLS and --smtps; reloaded on SIGHUP.
-    #[arg(long, env = "SAMOTOP_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    #[arg(
+        long,
+        env = "SAMOTOP_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
     pub tls_cert: Option<PathBuf>,
 
     /// TLS private key (PEM: PKCS#8, PKCS#1 or SEC1).
-    #[arg(long, env = "SAMOTOP_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    #[arg(
+        long,
+        env = "SAMOTOP_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
     pub tls_key: Option<PathBuf>,
 
     /// Generate a throw-away self-signed certificate for --name (for trying things out).
@@ -59,7 +99,12 @@ pub struct Cli {
     pub require_tls: bool,
 
     /// SPF policy: off | tag (add Received-SPF) | reject (refuse fail, 451 on temperror).
-    #[arg(long, env = "SAMOTOP_SPF", value_name = "POLICY", default_value = "tag")]
+    #[arg(
+        long,
+        env = "SAMOTOP_SPF",
+        value_name = "POLICY",
+        default_value = "tag"
+    )]
     pub spf: String,
 
     /// DNS server for SPF look-ups, IP:PORT (default: the system resolver).
@@ -67,7 +112,12 @@ pub struct Cli {
     pub dns: Option<std::net::SocketAddr>,
 
     /// Accept recipients only in these domains (repeatable; default: any).
-    #[arg(long = "accept-domain", env = "SAMOTOP_ACCEPT_DOMAIN", value_name = "D", value_delimiter = ',')]
+    #[arg(
+        long = "accept-domain",
+        env = "SAMOTOP_ACCEPT_DOMAIN",
+        value_name = "D",
+        value_delimiter = ','
+    )]
     pub accept_domain: Vec<String>,
 
     /// Rewrite recipients before delivery: REGEX=REPLACE, first match wins (repeatable).
@@ -75,47 +125,102 @@ pub struct Cli {
     pub map: Vec<String>,
 
     /// Expect a PROXY v1/v2 header from these networks (repeatable CIDR).
-    #[arg(long = "proxy-protocol-from", env = "SAMOTOP_PROXY_PROTOCOL_FROM", value_name = "CIDR", value_delimiter = ',')]
+    #[arg(
+        long = "proxy-protocol-from",
+        env = "SAMOTOP_PROXY_PROTOCOL_FROM",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
     pub proxy_protocol_from: Vec<ipnet::IpNet>,
 
     /// Largest message in bytes (RFC 1870 SIZE).
-    #[arg(long, env = "SAMOTOP_MAX_MESSAGE_SIZE", value_name = "N", default_value_t = 26_214_400)]
+    #[arg(
+        long,
+        env = "SAMOTOP_MAX_MESSAGE_SIZE",
+        value_name = "N",
+        default_value_t = 26_214_400
+    )]
     pub max_message_size: u64,
 
     /// Recipients per transaction.
-    #[arg(long, env = "SAMOTOP_MAX_RECIPIENTS", value_name = "N", default_value_t = 100)]
+    #[arg(
+        long,
+        env = "SAMOTOP_MAX_RECIPIENTS",
+        value_name = "N",
+        default_value_t = 100
+    )]
     pub max_recipients: usize,
 
     /// Connections at once; more get 421 4.3.2.
-    #[arg(long, env = "SAMOTOP_MAX_CONNECTIONS", value_name = "N", default_value_t = 1000)]
+    #[arg(
+        long,
+        env = "SAMOTOP_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value_t = 1000
+    )]
     pub max_connections: usize,
 
     /// Connections at once from one IP (IPv6 counted per /64); 0 = no per-IP limit.
-    #[arg(long, env = "SAMOTOP_MAX_CONNECTIONS_PER_IP", value_name = "N", default_value_t = 0)]
+    #[arg(
+        long,
+        env = "SAMOTOP_MAX_CONNECTIONS_PER_IP",
+        value_name = "N",
+        default_value_t = 0
+    )]
     pub max_connections_per_ip: usize,
 
     /// Transactions per minute from one IP (IPv6 per /64); 0 = no rate limit.
-    #[arg(long, env = "SAMOTOP_MAX_MESSAGES_PER_MINUTE_PER_IP", value_name = "N", default_value_t = 0)]
+    #[arg(
+        long,
+        env = "SAMOTOP_MAX_MESSAGES_PER_MINUTE_PER_IP",
+        value_name = "N",
+        default_value_t = 0
+    )]
     pub max_messages_per_minute_per_ip: u32,
 
     /// Bad commands per session before 421 4.7.0 and close.
-    #[arg(long, env = "SAMOTOP_MAX_ERRORS", value_name = "N", default_value_t = 10)]
+    #[arg(
+        long,
+        env = "SAMOTOP_MAX_ERRORS",
+        value_name = "N",
+        default_value_t = 10
+    )]
     pub max_errors: usize,
 
     /// Seconds to wait before the banner; clients that talk first get 554 5.5.1.
-    #[arg(long, env = "SAMOTOP_BANNER_DELAY", value_name = "S", default_value_t = 0.0)]
+    #[arg(
+        long,
+        env = "SAMOTOP_BANNER_DELAY",
+        value_name = "S",
+        default_value_t = 0.0
+    )]
     pub banner_delay: f64,
 
     /// Seconds to wait for a command (RFC 5321: 300).
-    #[arg(long, env = "SAMOTOP_COMMAND_TIMEOUT", value_name = "S", default_value_t = 300.0)]
+    #[arg(
+        long,
+        env = "SAMOTOP_COMMAND_TIMEOUT",
+        value_name = "S",
+        default_value_t = 300.0
+    )]
     pub command_timeout: f64,
 
     /// Seconds to wait for a block of message data (RFC 5321: 180).
-    #[arg(long, env = "SAMOTOP_DATA_TIMEOUT", value_name = "S", default_value_t = 180.0)]
+    #[arg(
+        long,
+        env = "SAMOTOP_DATA_TIMEOUT",
+        value_name = "S",
+        default_value_t = 180.0
+    )]
     pub data_timeout: f64,
 
     /// Seconds that sessions in flight get to finish after SIGTERM/SIGINT.
-    #[arg(long, env = "SAMOTOP_SHUTDOWN_GRACE", value_name = "S", default_value_t = 30.0)]
+    #[arg(
+        long,
+        env = "SAMOTOP_SHUTDOWN_GRACE",
+        value_name = "S",
+        default_value_t = 30.0
+    )]
     pub shutdown_grace: f64,
 
     /// Store messages with bare CR or LF as they are instead of refusing them (550 5.6.0).
@@ -222,7 +327,10 @@ mod tests {
 
     #[test]
     fn addresses() {
-        assert_eq!("127.0.0.1:25".parse(), Ok(ListenAddr::Tcp("127.0.0.1:25".into())));
+        assert_eq!(
+            "127.0.0.1:25".parse(),
+            Ok(ListenAddr::Tcp("127.0.0.1:25".into()))
+        );
         assert_eq!("[::1]:25".parse(), Ok(ListenAddr::Tcp("[::1]:25".into())));
         assert_eq!("unix:/x".parse(), Ok(ListenAddr::Unix("/x".into())));
         assert!("25".parse::<ListenAddr>().is_err());

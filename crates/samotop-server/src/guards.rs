@@ -47,11 +47,7 @@ impl Guard for AcceptDomains {
         if self.accepts(info, &recipient.path) {
             Verdict::Accept
         } else {
-            log::info!(
-                "session {}: relay denied for <{}>",
-                info.id,
-                recipient.path
-            );
+            log::info!("session {}: relay denied for <{}>", info.id, recipient.path);
             Verdict::Reject(reply::RELAY_DENIED)
         }
     }

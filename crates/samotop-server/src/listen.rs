@@ -87,7 +87,12 @@ async fn bind_unix(path: &Path) -> Result<Socket, String> {
 }
 
 /// Accepts connections until shutdown; each runs in its own task.
-pub async fn serve(socket: Socket, kind: Kind, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    socket: Socket,
+    kind: Kind,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let accepted = tokio::select! {
             a = accept(&socket) => a,
@@ -112,7 +117,11 @@ pub async fn serve(socket: Socket, kind: Kind, shared: Arc<Shared>, mut shutdown
 
 /// An accepted connection.
 enum Conn {
-    Tcp(tokio::net::TcpStream, std::net::SocketAddr, Option<std::net::SocketAddr>),
+    Tcp(
+        tokio::net::TcpStream,
+        std::net::SocketAddr,
+        Option<std::net::SocketAddr>,
+    ),
     Unix(tokio::net::UnixStream),
 }
 
@@ -169,10 +178,8 @@ async fn handle(conn: Conn, kind: Kind, shared: Arc<Shared>) {
             let Some(tls) = shared.tls.as_ref() else {
                 return;
             };
-            let handshake = tokio::time::timeout(
-                std::time::Duration::from_secs(30),
-                tls.accept(io),
-            );
+            let handshake =
+                tokio::time::timeout(std::time::Duration::from_secs(30), tls.accept(io));
             match handshake.await {
                 Ok(Ok((io, tls_info))) => {
                     info.tls = Some(tls_info);

@@ -14,8 +14,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use samotop_core::{BoxDispatch, Driver, Guards, Limits, Peer, Protocol, SessionConfig, SessionInfo};
-use samotop_delivery::{Dialect, Endpoint, Layout, Maildir, Mapped, Null, Proxy, RecipientMap, Stdout};
+use samotop_core::{
+    BoxDispatch, Driver, Guards, Limits, Peer, Protocol, SessionConfig, SessionInfo,
+};
+use samotop_delivery::{
+    Dialect, Endpoint, Layout, Maildir, Mapped, Null, Proxy, RecipientMap, Stdout,
+};
 use tokio::sync::watch;
 
 use crate::cli::{Cli, Deliver, ListenAddr, MaildirLayout, seconds};
@@ -26,7 +30,10 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .target(env_logger::Target::Stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("samotop: cannot start the runtime: {e}");
@@ -84,7 +91,8 @@ async fn run(cli: Cli) -> Result<(), String> {
 
     if cli.stdio {
         let io = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
-        smtp.run(io, SessionInfo::new(Peer::Stdio, cli.name.clone())).await;
+        smtp.run(io, SessionInfo::new(Peer::Stdio, cli.name.clone()))
+            .await;
         return Ok(());
     }
 
@@ -96,7 +104,11 @@ async fn run(cli: Cli) -> Result<(), String> {
     if !cli.smtps.is_empty() && tls.is_none() {
         return Err("--smtps needs --tls-cert and --tls-key (or --tls-self-signed)".into());
     }
-    for (addrs, kind) in [(&smtp_addrs, Kind::Smtp), (&cli.smtps, Kind::Smtps), (&cli.lmtp, Kind::Lmtp)] {
+    for (addrs, kind) in [
+        (&smtp_addrs, Kind::Smtp),
+        (&cli.smtps, Kind::Smtps),
+        (&cli.lmtp, Kind::Lmtp),
+    ] {
         for addr in addrs {
             let socket = listen::bind(addr).await?;
             log::info!("listening for {kind:?} on {addr}");
@@ -114,7 +126,12 @@ async fn run(cli: Cli) -> Result<(), String> {
     });
     let mut tasks = Vec::new();
     for (socket, kind) in listeners {
-        tasks.push(tokio::spawn(listen::serve(socket, kind, shared.clone(), stopped.clone())));
+        tasks.push(tokio::spawn(listen::serve(
+            socket,
+            kind,
+            shared.clone(),
+            stopped.clone(),
+        )));
     }
     log::info!(
         "samotop {} ready: delivering to {:?}",
@@ -123,7 +140,10 @@ async fn run(cli: Cli) -> Result<(), String> {
     );
 
     shutdown::wait_for_signal(tls.as_ref()).await;
-    log::info!("shutting down: no new connections, {}s grace for sessions in flight", grace.as_secs_f64());
+    log::info!(
+        "shutting down: no new connections, {}s grace for sessions in flight",
+        grace.as_secs_f64()
+    );
     let _ = stop.send(true);
     for task in tasks {
         let _ = task.await;
@@ -140,7 +160,10 @@ fn tls_setup(cli: &Cli) -> Result<Option<tls::Tls>, String> {
             key: key.clone(),
         },
         (_, _, true) => {
-            log::warn!("using a throw-away self-signed certificate for {}", cli.name);
+            log::warn!(
+                "using a throw-away self-signed certificate for {}",
+                cli.name
+            );
             tls::Source::SelfSigned(cli.name.clone())
         }
         _ => return Ok(None),

@@ -18,7 +18,11 @@ impl ProxyPolicy {
     }
 
     /// The real client address: from the PROXY header for trusted peers, else the peer.
-    pub async fn resolve(&self, _stream: &mut TcpStream, peer: SocketAddr) -> Result<SocketAddr, String> {
+    pub async fn resolve(
+        &self,
+        _stream: &mut TcpStream,
+        peer: SocketAddr,
+    ) -> Result<SocketAddr, String> {
         if self.trusted.iter().any(|net| net.contains(&peer.ip())) {
             return Err("PROXY protocol is not available yet".into());
         }

@@ -111,15 +111,17 @@ async fn handshake(acceptor: TlsAcceptor, io: BoxIo) -> std::io::Result<(BoxIo, 
 
 fn build(source: &Source) -> Result<TlsAcceptor, TlsError> {
     let (certs, key, cert_path, key_path) = match source {
-        Source::Files { cert, key } => (
-            load_certs(cert)?,
-            load_key(key)?,
-            cert.clone(),
-            key.clone(),
-        ),
+        Source::Files { cert, key } => {
+            (load_certs(cert)?, load_key(key)?, cert.clone(), key.clone())
+        }
         Source::SelfSigned(name) => {
             let (c, k) = self_signed(name)?;
-            (c, k, PathBuf::from("(self-signed)"), PathBuf::from("(self-signed)"))
+            (
+                c,
+                k,
+                PathBuf::from("(self-signed)"),
+                PathBuf::from("(self-signed)"),
+            )
         }
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -148,7 +150,9 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| problem(format!("not a PEM certificate: {e}")))?;
     if certs.is_empty() {
-        return Err(problem("no certificate found (expected PEM 'BEGIN CERTIFICATE')".into()));
+        return Err(problem(
+            "no certificate found (expected PEM 'BEGIN CERTIFICATE')".into(),
+        ));
     }
     Ok(certs)
 }

@@ -34,7 +34,7 @@ enum State {
 /// let mut out = BytesMut::new();
 /// let (used, end) = decoder.decode(b"Hi\r\n..dot\r\n.\r\nQUIT\r\n", &mut out, usize::MAX);
 /// assert!(end);
-/// assert_eq!(used, 15);
+/// assert_eq!(used, 14);
 /// assert_eq!(&out[..], b"Hi\r\n.dot\r\n");
 /// ```
 #[derive(Debug, Clone)]

@@ -300,7 +300,10 @@ impl Session {
     /// Answers the question of the last asking event.
     pub fn resolve(&mut self, answer: Answer) {
         let Some(waiting) = self.waiting.take() else {
-            log::warn!("session {}: answer without a question: {answer:?}", self.info.id);
+            log::warn!(
+                "session {}: answer without a question: {answer:?}",
+                self.info.id
+            );
             return;
         };
         match (waiting, answer) {

@@ -36,7 +36,11 @@ impl Session {
     }
 
     fn command_line(&mut self, line: &[u8]) {
-        log::trace!("session {}: C: {}", self.info.id, String::from_utf8_lossy(line));
+        log::trace!(
+            "session {}: C: {}",
+            self.info.id,
+            String::from_utf8_lossy(line)
+        );
         match samotop_parser::parse_command(line) {
             Ok(command) => self.command(command),
             Err(e) => {
@@ -223,8 +227,12 @@ impl Session {
 
     fn add_headers(&mut self, headers: String) {
         if let Some(env) = self.envelope.as_mut() {
-            env.headers
-                .extend(headers.split("\r\n").filter(|h| !h.is_empty()).map(String::from));
+            env.headers.extend(
+                headers
+                    .split("\r\n")
+                    .filter(|h| !h.is_empty())
+                    .map(String::from),
+            );
         }
     }
 
@@ -333,7 +341,9 @@ impl Session {
                     self.add_headers(h);
                 }
                 self.message.begun = true;
-                self.message.chunk.reserve(self.config.limits.chunk_size.min(16 * 1024));
+                self.message
+                    .chunk
+                    .reserve(self.config.limits.chunk_size.min(16 * 1024));
                 if !bdat {
                     self.input = Input::Data(super::DataDecoder::new());
                     self.reply(reply::START_DATA);
@@ -421,10 +431,7 @@ impl Session {
     fn end_of_data(&mut self) {
         self.message.ended = true;
         if let Some(failure) = self.message.failure.clone() {
-            log::info!(
-                "session {}: message refused: {failure}",
-                self.info.id
-            );
+            log::info!("session {}: message refused: {failure}", self.info.id);
             let n = self.reply_count();
             self.abort_transaction();
             for _ in 0..n {
@@ -487,12 +494,15 @@ impl Session {
             }
             Protocol::Smtp => {
                 let results: Vec<_> = (0..n).map(outcome).collect();
-                let failures: Vec<&Reply> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+                let failures: Vec<&Reply> =
+                    results.iter().filter_map(|r| r.as_ref().err()).collect();
                 let reply = if failures.is_empty() {
                     self.stats.mails += 1;
                     reply::MESSAGE_ACCEPTED.text(format!("Message accepted as {}", env.id))
                 } else if failures.len() == n
-                    && failures.iter().all(|f| f.code() / 100 == failures[0].code() / 100)
+                    && failures
+                        .iter()
+                        .all(|f| f.code() / 100 == failures[0].code() / 100)
                 {
                     failures[0].clone()
                 } else {
@@ -500,13 +510,16 @@ impl Session {
                     reply::DELIVERY_FAILED
                 };
                 if !reply.is_positive() {
-                    log::warn!("session {}: delivery of {} failed: {reply}", self.info.id, env.id);
+                    log::warn!(
+                        "session {}: delivery of {} failed: {reply}",
+                        self.info.id,
+                        env.id
+                    );
                 }
                 self.reply(reply);
             }
         }
     }
-
 }
 
 /// A TLS record header (handshake, TLS 1.0-1.3) where a command was expected.
@@ -517,8 +530,13 @@ fn looks_like_tls(input: &[u8]) -> bool {
 /// An HTTP request line: `GET /x HTTP/1.1` and friends.
 fn looks_like_http(line: &[u8]) -> bool {
     const METHODS: [&[u8]; 7] = [
-        b"GET ", b"POST ", b"HEAD ", b"PUT ", b"OPTIONS ", b"CONNECT ", b"DELETE ",
+        b"GET ",
+        b"POST ",
+        b"HEAD ",
+        b"PUT ",
+        b"OPTIONS ",
+        b"CONNECT ",
+        b"DELETE ",
     ];
-    METHODS.iter().any(|m| line.starts_with(m))
-        && memchr::memmem::find(line, b" HTTP/").is_some()
+    METHODS.iter().any(|m| line.starts_with(m)) && memchr::memmem::find(line, b" HTTP/").is_some()
 }
