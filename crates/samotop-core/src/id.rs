@@ -13,7 +13,7 @@ pub(crate) fn next_id() -> String {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{}{:04}", base36(secs), base36(n))
+    format!("{}{:0>4}", base36(secs), base36(n))
 }
 
 fn base36(mut n: u64) -> String {

@@ -187,11 +187,13 @@ fn dispatch(cli: &Cli) -> Result<BoxDispatch, String> {
                 MaildirLayout::Single => Layout::Single,
                 MaildirLayout::PerRecipient => Layout::PerRecipient,
             };
-            BoxDispatch::new(Maildir::new(dir.clone(), layout).map_err(|e| e.to_string())?)
+            let maildir = Maildir::new(dir.clone(), layout);
+            maildir.create_dirs().map_err(|e| e.to_string())?;
+            BoxDispatch::new(maildir)
         }
         Deliver::Lmtp(addr) => BoxDispatch::new(Proxy::new(endpoint(addr), Dialect::Lmtp)),
         Deliver::Smtp(addr) => BoxDispatch::new(Proxy::new(endpoint(addr), Dialect::Smtp)),
-        Deliver::Stdout => BoxDispatch::new(Stdout::new()),
+        Deliver::Stdout => BoxDispatch::new(Stdout),
         Deliver::Null => BoxDispatch::new(Null),
     };
     if cli.map.is_empty() {
