@@ -1,0 +1,342 @@
+//! `Proxy` against a scripted LMTP/SMTP server on a Unix socket: the replies a real Dovecot
+//! does not give on demand (SMTP dialect, 421, 5xx at MAIL, mixed LMTP outcomes, silence).
+
+mod lmtp_support;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lmtp_support::{envelope, recipient, session};
+use samotop_core::{MailDispatch, Reply, Transaction};
+use samotop_delivery::{Dialect, Endpoint, Proxy};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+
+/// How the scripted server answers.
+#[derive(Clone, Copy)]
+struct Script {
+    greeting: &'static str,
+    /// The whole reply to LHLO/EHLO.
+    hello: &'static str,
+    mail: &'static str,
+    /// The reply to `RCPT TO:<address>`.
+    rcpt: fn(&str) -> &'static str,
+    /// The final replies for the accepted recipients; none: stay silent.
+    finals: fn(&[String]) -> Vec<String>,
+    /// Close the connection after the final replies (an idle timeout, a restart).
+    hang_up_after_data: bool,
+}
+
+const LMTP: Script = Script {
+    greeting: "220 fake LMTP\r\n",
+    hello: "250-fake\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n",
+    mail: "250 2.1.0 OK\r\n",
+    rcpt: |_| "250 2.1.5 OK\r\n",
+    finals: |rcpts| {
+        rcpts
+            .iter()
+            .map(|r| format!("250 2.0.0 <{r}> Saved\r\n"))
+            .collect()
+    },
+    hang_up_after_data: false,
+};
+
+/// What the server saw: every command line, and the message data (still dot-stuffed).
+#[derive(Default)]
+struct Seen {
+    commands: Vec<String>,
+    data: Vec<u8>,
+    connections: usize,
+}
+
+struct Fake {
+    path: PathBuf,
+    seen: Arc<Mutex<Seen>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Fake {
+    fn start(script: Script) -> Fake {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("fake.sock");
+        let listener = UnixListener::bind(&path).expect("bind");
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let shared = seen.clone();
+        tokio::spawn(async move {
+            // Ends with the test's runtime.
+            while let Ok((stream, _)) = listener.accept().await {
+                shared.lock().unwrap().connections += 1;
+                tokio::spawn(serve(stream, script, shared.clone()));
+            }
+        });
+        Fake {
+            path,
+            seen,
+            _dir: dir,
+        }
+    }
+
+    fn proxy(&self, dialect: Dialect) -> Proxy {
+        let step = Duration::from_secs(10);
+        Proxy::new(Endpoint::Unix(self.path.clone()), dialect)
+            .connect_timeout(step)
+            .command_timeout(step)
+            .data_timeout(step)
+            .final_timeout(step)
+    }
+
+    fn commands(&self) -> Vec<String> {
+        self.seen.lock().unwrap().commands.clone()
+    }
+}
+
+/// One connection: line by line until QUIT or EOF (bounded by what the client sends).
+async fn serve(stream: tokio::net::UnixStream, script: Script, seen: Arc<Mutex<Seen>>) {
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::new(rd);
+    let _ = wr.write_all(script.greeting.as_bytes()).await;
+    let mut accepted = Vec::new();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if rd.read_line(&mut line).await.unwrap_or(0) == 0 {
+            return;
+        }
+        let command = line.trim_end().to_string();
+        seen.lock().unwrap().commands.push(command.clone());
+        let verb = command
+            .split([' ', ':'])
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase();
+        let reply = match verb.as_str() {
+            "LHLO" | "EHLO" => script.hello.to_string(),
+            "MAIL" => script.mail.to_string(),
+            "RCPT" => {
+                let address = command[9..command.len() - 1].to_string();
+                let reply = (script.rcpt)(&address);
+                if reply.starts_with('2') {
+                    accepted.push(address);
+                }
+                reply.to_string()
+            }
+            "RSET" => {
+                accepted.clear();
+                "250 2.0.0 OK\r\n".to_string()
+            }
+            "QUIT" => {
+                let _ = wr.write_all(b"221 2.0.0 Bye\r\n").await;
+                return;
+            }
+            "DATA" => {
+                let _ = wr.write_all(b"354 go ahead\r\n").await;
+                if !read_data(&mut rd, &seen).await {
+                    return;
+                }
+                let finals = (script.finals)(&accepted).concat();
+                if script.hang_up_after_data {
+                    let _ = wr.write_all(finals.as_bytes()).await;
+                    return;
+                }
+                finals
+            }
+            _ => "500 5.5.2 what?\r\n".to_string(),
+        };
+        if wr.write_all(reply.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads message data up to the lone dot; false on EOF.
+async fn read_data(
+    rd: &mut BufReader<tokio::net::unix::OwnedReadHalf>,
+    seen: &Arc<Mutex<Seen>>,
+) -> bool {
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if rd.read_until(b'\n', &mut line).await.unwrap_or(0) == 0 {
+            return false;
+        }
+        if line == b".\r\n" {
+            return true;
+        }
+        seen.lock().unwrap().data.extend_from_slice(&line);
+    }
+}
+
+/// open + RCPT each + DATA + one chunk + commit.
+async fn deliver(proxy: &Proxy, rcpts: &[&str]) -> Vec<Result<(), Reply>> {
+    let mut env = envelope("a@example.net");
+    let mut tx = proxy.open(&session(), &env).await.expect("MAIL accepted");
+    for address in rcpts {
+        let r = recipient(address, address);
+        tx.add_recipient(&r).await.expect("RCPT accepted");
+        env.recipients.push(r);
+    }
+    tx.begin(&session(), &env).await.expect("DATA accepted");
+    tx.write(b"Subject: x\r\n\r\n.dot\r\n")
+        .await
+        .expect("written");
+    tx.commit().await
+}
+
+#[tokio::test]
+async fn lmtp_gives_each_recipient_its_own_outcome() {
+    let fake = Fake::start(Script {
+        finals: |rcpts| {
+            rcpts
+                .iter()
+                .map(|r| match r.as_str() {
+                    "full@example.com" => format!("452 4.2.2 <{r}> Mailbox is full\r\n"),
+                    _ => format!("250 2.0.0 <{r}> Saved\r\n"),
+                })
+                .collect()
+        },
+        ..LMTP
+    });
+    let proxy = fake.proxy(Dialect::Lmtp);
+    let outcomes = deliver(
+        &proxy,
+        &["a@example.com", "full@example.com", "b@example.com"],
+    )
+    .await;
+    assert_eq!(outcomes.len(), 3);
+    assert_eq!(outcomes[0], Ok(()));
+    let full = outcomes[1].as_ref().expect_err("full mailbox");
+    assert_eq!((full.code(), full.enhanced()), (452, Some([4, 2, 2])));
+    assert_eq!(full.message(), "<full@example.com> Mailbox is full");
+    assert_eq!(outcomes[2], Ok(()));
+    assert_eq!(
+        fake.seen.lock().unwrap().data,
+        b"Subject: x\r\n\r\n..dot\r\n"
+    );
+    assert_eq!(proxy.idle_connections(), 1);
+}
+
+#[tokio::test]
+async fn smtp_copies_the_one_reply_to_every_recipient() {
+    let fake = Fake::start(Script {
+        greeting: "220 fake ESMTP\r\n",
+        finals: |_| vec!["250 2.0.0 queued as 1234\r\n".to_string()],
+        ..LMTP
+    });
+    let proxy = fake.proxy(Dialect::Smtp);
+    let outcomes = deliver(&proxy, &["a@example.com", "b@example.com"]).await;
+    assert_eq!(outcomes, [Ok(()), Ok(())]);
+    let commands = fake.commands();
+    assert!(commands[0].starts_with("EHLO "), "{commands:?}");
+
+    // The second transaction reuses the connection: RSET and MAIL pipelined.
+    let outcomes = deliver(&proxy, &["a@example.com"]).await;
+    assert_eq!(outcomes, [Ok(())]);
+    assert_eq!(fake.seen.lock().unwrap().connections, 1);
+    assert!(fake.commands().contains(&"RSET".to_string()));
+}
+
+#[tokio::test]
+async fn a_5xx_at_mail_passes_through_and_keeps_the_connection() {
+    let fake = Fake::start(Script {
+        mail: "550 5.7.1 Sender blocked\r\n",
+        ..LMTP
+    });
+    let proxy = fake.proxy(Dialect::Lmtp);
+    let reply = proxy
+        .open(&session(), &envelope("spam@example.net"))
+        .await
+        .expect_err("sender refused");
+    assert_eq!((reply.code(), reply.enhanced()), (550, Some([5, 7, 1])));
+    assert_eq!(reply.message(), "Sender blocked");
+    assert_eq!(proxy.idle_connections(), 1);
+}
+
+#[tokio::test]
+async fn parameters_go_only_where_advertised() {
+    let fake = Fake::start(LMTP);
+    let proxy = fake.proxy(Dialect::Lmtp);
+    let env = match samotop_parser::parse_command(b"MAIL FROM:<a@b> BODY=8BITMIME SMTPUTF8 SIZE=10")
+    {
+        Ok(samotop_parser::Command::Mail(path, params)) => {
+            samotop_core::Envelope::new(path, params, "t".into())
+        }
+        other => panic!("{other:?}"),
+    };
+    proxy.open(&session(), &env).await.expect("MAIL accepted");
+    // 8BITMIME is advertised, SIZE and SMTPUTF8 are not.
+    assert!(
+        fake.commands()
+            .contains(&"MAIL FROM:<a@b> BODY=8BITMIME".to_string())
+    );
+}
+
+#[tokio::test]
+async fn a_421_greeting_is_a_451_upstream() {
+    let fake = Fake::start(Script {
+        greeting: "421 4.3.2 Too busy\r\n",
+        ..LMTP
+    });
+    let reply = fake
+        .proxy(Dialect::Lmtp)
+        .open(&session(), &envelope(""))
+        .await
+        .expect_err("no greeting, no transaction");
+    assert_eq!(reply.code(), 451, "{reply}");
+}
+
+#[tokio::test]
+async fn a_421_at_rcpt_is_a_451_and_drops_the_connection() {
+    let fake = Fake::start(Script {
+        rcpt: |_| "421 4.4.2 Shutting down\r\n",
+        ..LMTP
+    });
+    let proxy = fake.proxy(Dialect::Lmtp);
+    let mut tx = proxy
+        .open(&session(), &envelope(""))
+        .await
+        .expect("MAIL accepted");
+    let reply = tx
+        .add_recipient(&recipient("a@example.com", "a@example.com"))
+        .await
+        .expect_err("refused");
+    assert_eq!((reply.code(), reply.enhanced()), (451, Some([4, 4, 2])));
+    tx.abort().await;
+    assert_eq!(proxy.idle_connections(), 0);
+}
+
+#[tokio::test]
+async fn a_silent_server_after_the_data_is_a_451() {
+    let fake = Fake::start(Script {
+        finals: |_| Vec::new(),
+        ..LMTP
+    });
+    let proxy = fake
+        .proxy(Dialect::Lmtp)
+        .final_timeout(Duration::from_millis(200));
+    let outcomes = deliver(&proxy, &["a@example.com", "b@example.com"]).await;
+    assert_eq!(outcomes.len(), 2);
+    for outcome in outcomes {
+        let reply = outcome.expect_err("no reply, no delivery");
+        assert_eq!((reply.code(), reply.enhanced()), (451, Some([4, 4, 1])));
+    }
+    assert_eq!(proxy.idle_connections(), 0);
+}
+
+#[tokio::test]
+async fn a_stale_pooled_connection_is_replaced() {
+    let fake = Fake::start(Script {
+        hang_up_after_data: true,
+        ..LMTP
+    });
+    let proxy = fake.proxy(Dialect::Lmtp);
+    assert_eq!(deliver(&proxy, &["a@example.com"]).await, [Ok(())]);
+    assert_eq!(
+        proxy.idle_connections(),
+        1,
+        "pooled before the server hung up"
+    );
+    // The pooled connection fails its RSET; a new one takes over, unseen upstream.
+    assert_eq!(deliver(&proxy, &["a@example.com"]).await, [Ok(())]);
+    assert_eq!(fake.seen.lock().unwrap().connections, 2);
+}
