@@ -59,10 +59,10 @@ mod map;
 mod maildir;
 mod null;
 mod stdout;
-pub use map::{Mapped, RecipientMap};
-pub use maildir::{Layout, Maildir};
-pub use null::Null;
-pub use stdout::Stdout;
+pub use map::{Mapped, MappedTransaction, RecipientMap};
+pub use maildir::{Layout, Maildir, MaildirTransaction};
+pub use null::{Null, NullTransaction};
+pub use stdout::{Stdout, StdoutTransaction};
 
 // Owned by the LMTP/SMTP client work:
 mod client;

@@ -314,7 +314,7 @@ pub enum MaildirLayout {
 
 /// Seconds from the command line, checked.
 pub fn seconds(name: &str, value: f64) -> Result<std::time::Duration, String> {
-    if value.is_finite() && value >= 0.0 && value < 1e9 {
+    if (0.0..1e9).contains(&value) {
         Ok(std::time::Duration::from_secs_f64(value))
     } else {
         Err(format!("--{name} must be a number of seconds, got {value}"))

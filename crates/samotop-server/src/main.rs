@@ -166,6 +166,9 @@ fn tls_setup(cli: &Cli) -> Result<Option<tls::Tls>, String> {
             );
             tls::Source::SelfSigned(cli.name.clone())
         }
+        _ if cli.require_tls => {
+            return Err("--require-tls needs --tls-cert and --tls-key (or --tls-self-signed)".into());
+        }
         _ => return Ok(None),
     };
     tls::Tls::load(source)
@@ -211,9 +214,11 @@ fn guards(cli: &Cli) -> Result<Guards, String> {
     if !cli.accept_domain.is_empty() {
         guards.push(guards::AcceptDomains::new(&cli.accept_domain));
     }
-    match cli.spf.as_str() {
-        "off" | "tag" | "reject" => {}
-        other => return Err(format!("--spf must be off, tag or reject, not '{other}'")),
+    let policy: samotop_spf::Policy = cli.spf.parse().map_err(|e| format!("--spf: {e}"))?;
+    if policy != samotop_spf::Policy::Off {
+        let spf = samotop_spf::SpfGuard::new(policy, cli.dns, cli.name.clone())
+            .map_err(|e| format!("SPF: {e}"))?;
+        guards.push(spf);
     }
     Ok(guards)
 }

@@ -1,0 +1,405 @@
+//! Delivery into Maildirs, exactly as cr.yp.to/proto/maildir.html says.
+//!
+//! For each copy of a message: a file is made in `tmp/` under a name unique across
+//! processes and hosts (`SECONDS.M<usec>P<pid>Q<n>.HOST`), the message is written to it, the
+//! file is `fsync`ed and renamed into `new/`, and `new/` is `fsync`ed. Only then does
+//! [`commit`](samotop_core::Transaction::commit) answer `Ok`, so the session's final `250`
+//! means the message survives a crash. Missing `tmp/`, `new/` and `cur/` (and the Maildir
+//! itself) are made on the way, mode 0700; message files are mode 0600.
+//!
+//! What is stored is `Return-Path: <sender>` followed by exactly the bytes the session
+//! wrote (its trace header fields, then the message), byte for byte.
+//!
+//! File work runs on tokio's blocking threads, never on the reactor. Data is gathered into
+//! a buffer and written once 64 KiB have come, one write in flight while the next chunk
+//! arrives, so a message of any size costs about 256 KiB per transaction; a small message
+//! costs two trips to a blocking thread (open at DATA, everything else at commit).
+//!
+//! Errors: any failure removes what this transaction put in `tmp/`, logs a `warn!` line
+//! with the path and the OS error, and answers `452 4.3.1` when the disk or the quota is
+//! full, else `451 4.3.0`. A recipient whose name cannot be a directory (per-recipient
+//! layout) is refused at RCPT with `550 5.1.3`.
+
+mod layout;
+mod name;
+mod store;
+
+use std::mem;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use samotop_core::{
+    Envelope, MailDispatch, Outcomes, Protocol, Recipient, Reply, SessionInfo, Transaction, reply,
+    trace,
+};
+use tokio::task::JoinHandle;
+
+use crate::Error;
+pub use layout::Layout;
+use store::Copy;
+
+/// Data is handed to a blocking thread once this much is gathered.
+const FLUSH_AT: usize = 64 * 1024;
+
+/// The Maildir backend: stores each message durably in one Maildir, or in one per
+/// recipient (see [`Layout`]).
+///
+/// Cheap to clone; all clones deliver to the same directory.
+///
+/// ```no_run
+/// use samotop_delivery::{Layout, Maildir};
+/// let maildir = Maildir::new("/var/mail/samotop", Layout::PerRecipient);
+/// maildir.create_dirs()?; // fail at start-up, not at the first message
+/// # Ok::<(), samotop_delivery::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Maildir {
+    config: Arc<Config>,
+}
+
+#[derive(Debug)]
+struct Config {
+    root: PathBuf,
+    layout: Layout,
+}
+
+impl Maildir {
+    /// A Maildir backend storing under `dir` (`--deliver maildir:DIR`) with `layout`
+    /// (`--maildir-layout`, default [`Layout::Single`]). Nothing is touched on disk until
+    /// the first message, or [`create_dirs`](Maildir::create_dirs).
+    pub fn new(dir: impl Into<PathBuf>, layout: Layout) -> Self {
+        Maildir {
+            config: Arc::new(Config {
+                root: dir.into(),
+                layout,
+            }),
+        }
+    }
+
+    /// The directory given to [`new`](Maildir::new).
+    pub fn dir(&self) -> &Path {
+        &self.config.root
+    }
+
+    /// The layout given to [`new`](Maildir::new).
+    pub fn layout(&self) -> Layout {
+        self.config.layout
+    }
+
+    /// The Maildir that a delivery address's copy goes to: the directory itself for
+    /// [`Layout::Single`], `DIR/<domain>/<local>` for [`Layout::PerRecipient`].
+    ///
+    /// An address that cannot be a safe directory name is [`Error::BadMailboxName`], whose
+    /// reply is `550 5.1.3`.
+    ///
+    /// ```
+    /// use samotop_delivery::{Layout, Maildir};
+    /// let m = Maildir::new("/mail", Layout::PerRecipient);
+    /// assert_eq!(m.mailbox_dir("Jo@Example.ORG")?, std::path::Path::new("/mail/example.org/Jo"));
+    /// assert_eq!(m.mailbox_dir("../../etc/passwd@x").unwrap_err().reply().code(), 550);
+    /// # Ok::<(), samotop_delivery::Error>(())
+    /// ```
+    pub fn mailbox_dir(&self, address: &str) -> Result<PathBuf, Error> {
+        layout::mailbox_dir(&self.config.root, self.config.layout, address)
+    }
+
+    /// Makes the directory now (and, for [`Layout::Single`], its `tmp/`, `new/`, `cur/`),
+    /// so that a wrong path or permission shows at start-up ([`Error::CreateDir`]), not at
+    /// the first message. Blocking, briefly; optional, since delivery makes whatever is
+    /// missing.
+    pub fn create_dirs(&self) -> Result<(), Error> {
+        match self.config.layout {
+            Layout::Single => store::make_maildir(&self.config.root),
+            Layout::PerRecipient => {
+                std::fs::create_dir_all(&self.config.root).map_err(|source| Error::CreateDir {
+                    path: self.config.root.clone(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+impl MailDispatch for Maildir {
+    type Transaction = MaildirTransaction;
+
+    async fn open(&self, _: &SessionInfo, envelope: &Envelope) -> Result<Self::Transaction, Reply> {
+        Ok(MaildirTransaction {
+            config: self.config.clone(),
+            id: envelope.id.clone(),
+            dirs: Vec::new(),
+            targets: Vec::new(),
+            lmtp: false,
+            begun: false,
+            failed: None,
+            buf: Vec::new(),
+            spare: Vec::new(),
+            copies: None,
+            in_flight: None,
+            tmp: Vec::new(),
+        })
+    }
+}
+
+/// A blocking write of gathered data: gives back the files and the emptied buffer.
+type Flush = JoinHandle<(Vec<Copy>, Vec<u8>, Result<(), Error>)>;
+
+/// One message on its way into [`Maildir`]: made by [`Maildir`]'s `open`.
+///
+/// Over SMTP a commit is all or nothing: if one copy fails, the copies already in `new/`
+/// are taken back where possible and every recipient gets the failure (a retry may
+/// duplicate, never lose). Over LMTP each recipient gets its own copy's outcome.
+/// Dropped without a commit, it removes its files from `tmp/`.
+#[derive(Debug)]
+pub struct MaildirTransaction {
+    config: Arc<Config>,
+    /// The envelope id, for log lines.
+    id: String,
+    /// Distinct Maildirs, one copy each.
+    dirs: Vec<PathBuf>,
+    /// Per accepted recipient, in RCPT order: its index in `dirs`.
+    targets: Vec<usize>,
+    /// Per-recipient outcomes (LMTP) rather than all or nothing (SMTP).
+    lmtp: bool,
+    begun: bool,
+    /// Sticky: once set, every later call answers it and does no work.
+    failed: Option<Reply>,
+    /// Data not yet handed to a blocking thread.
+    buf: Vec<u8>,
+    /// The other buffer, while `buf`'s twin is being written.
+    spare: Vec<u8>,
+    /// The open files, when no write is in flight.
+    copies: Option<Vec<Copy>>,
+    in_flight: Option<Flush>,
+    /// Our files in `tmp/`, until they are renamed or removed.
+    tmp: Vec<PathBuf>,
+}
+
+impl MaildirTransaction {
+    /// Hands the gathered data to a blocking thread, after the previous write is done.
+    async fn flush(&mut self) -> Result<(), Reply> {
+        let mut copies = self.reclaim().await?;
+        let mut data = mem::replace(&mut self.buf, mem::take(&mut self.spare));
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            let result = store::write_all(&mut copies, &data);
+            data.clear();
+            (copies, data, result)
+        }));
+        Ok(())
+    }
+
+    /// Waits for the write in flight, if any, and takes the files.
+    async fn reclaim(&mut self) -> Result<Vec<Copy>, Reply> {
+        if let Some(task) = self.in_flight.take() {
+            match task.await {
+                Ok((copies, spare, result)) => {
+                    self.copies = Some(copies);
+                    self.spare = spare;
+                    if let Err(e) = result {
+                        return Err(self.fail(e).await);
+                    }
+                }
+                Err(e) => {
+                    let reason = e.to_string();
+                    return Err(self.fail(Error::Task { reason }).await);
+                }
+            }
+        }
+        match self.copies.take() {
+            Some(copies) => Ok(copies),
+            None => {
+                let reason = "no open files".to_string();
+                Err(self.fail(Error::Task { reason }).await)
+            }
+        }
+    }
+
+    /// Records a failure (sticky), logs it, removes our files; the reply to give.
+    async fn fail(&mut self, error: Error) -> Reply {
+        let reply = error.reply();
+        log::warn!("maildir {}: {error}; replying {reply}", self.id);
+        self.failed = Some(reply.clone());
+        self.cleanup().await;
+        reply
+    }
+
+    /// Waits for the write in flight, closes and removes our files in `tmp/`.
+    async fn cleanup(&mut self) {
+        if let Some(task) = self.in_flight.take() {
+            if let Ok((copies, _, _)) = task.await {
+                self.copies = Some(copies);
+            }
+        }
+        if self.tmp.is_empty() && self.copies.is_none() {
+            return;
+        }
+        let copies = self.copies.take();
+        let paths = self.tmp.clone();
+        let removed = tokio::task::spawn_blocking(move || {
+            drop(copies);
+            store::remove_all(&paths);
+        })
+        .await;
+        if removed.is_ok() {
+            self.tmp.clear();
+        }
+    }
+
+    /// Every recipient's outcome is this failure.
+    fn all(&self, reply: Reply) -> Outcomes {
+        vec![Err(reply); self.targets.len()]
+    }
+}
+
+impl Transaction for MaildirTransaction {
+    /// Accepts any recipient for [`Layout::Single`]. For [`Layout::PerRecipient`], works out
+    /// the recipient's Maildir from `recipient.address`; `550 5.1.3` if it cannot be one.
+    async fn add_recipient(&mut self, recipient: &Recipient) -> Result<(), Reply> {
+        if self.begun {
+            return Err(reply::DELIVERY_FAILED);
+        }
+        let c = &self.config;
+        let dir = layout::mailbox_dir(&c.root, c.layout, &recipient.address).map_err(|e| {
+            log::info!("maildir {}: refusing recipient: {e}", self.id);
+            e.reply()
+        })?;
+        let index = match self.dirs.iter().position(|d| *d == dir) {
+            Some(index) => index,
+            None => {
+                self.dirs.push(dir);
+                self.dirs.len() - 1
+            }
+        };
+        self.targets.push(index);
+        Ok(())
+    }
+
+    /// Opens one file in `tmp/` per distinct Maildir (making missing directories) and
+    /// starts the message with `Return-Path:`.
+    async fn begin(&mut self, info: &SessionInfo, envelope: &Envelope) -> Result<(), Reply> {
+        if let Some(reply) = &self.failed {
+            return Err(reply.clone());
+        }
+        if self.begun || self.dirs.is_empty() {
+            return Err(reply::DELIVERY_FAILED);
+        }
+        self.begun = true;
+        self.lmtp = info.protocol == Protocol::Lmtp;
+        let dirs = self.dirs.clone();
+        match tokio::task::spawn_blocking(move || store::open_all(&dirs)).await {
+            Ok(Ok(copies)) => {
+                self.tmp = copies.iter().map(Copy::tmp_path).collect();
+                self.copies = Some(copies);
+                self.buf
+                    .extend_from_slice(trace::return_path(envelope).as_bytes());
+                Ok(())
+            }
+            Ok(Err(e)) => Err(self.fail(e).await),
+            Err(e) => {
+                let reason = e.to_string();
+                Err(self.fail(Error::Task { reason }).await)
+            }
+        }
+    }
+
+    /// Gathers the chunk; writes once 64 KiB are gathered. A write error is answered here or
+    /// at the next call (`451 4.3.0`, or `452 4.3.1` when the disk is full).
+    async fn write(&mut self, chunk: &[u8]) -> Result<(), Reply> {
+        if let Some(reply) = &self.failed {
+            return Err(reply.clone());
+        }
+        if !self.begun {
+            return Err(reply::DELIVERY_FAILED);
+        }
+        self.buf.extend_from_slice(chunk);
+        if self.buf.len() >= FLUSH_AT {
+            self.flush().await
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Writes the rest, `fsync`s, renames into `new/`, `fsync`s `new/`; `Ok` per recipient
+    /// only after that.
+    async fn commit(&mut self) -> Outcomes {
+        if let Some(reply) = self.failed.clone() {
+            self.cleanup().await;
+            return self.all(reply);
+        }
+        if !self.begun {
+            log::warn!("maildir {}: commit without data", self.id);
+            return self.all(reply::DELIVERY_FAILED);
+        }
+        let copies = match self.reclaim().await {
+            Ok(copies) => copies,
+            Err(reply) => return self.all(reply),
+        };
+        let tail = mem::take(&mut self.buf);
+        let results = match tokio::task::spawn_blocking(move || store::deliver(copies, &tail)).await
+        {
+            Ok(results) => results,
+            Err(e) => {
+                let reason = e.to_string();
+                let reply = self.fail(Error::Task { reason }).await;
+                return self.all(reply);
+            }
+        };
+        // `deliver` left nothing of ours in tmp/.
+        self.tmp.clear();
+        self.failed = Some(reply::DELIVERY_FAILED); // a second commit must not answer Ok
+        let mut copies: Vec<Result<(), Reply>> = Vec::with_capacity(results.len());
+        let mut delivered = Vec::new();
+        for result in results {
+            match result {
+                Ok(path) => {
+                    log::debug!("maildir {}: delivered {}", self.id, path.display());
+                    delivered.push(path);
+                    copies.push(Ok(()));
+                }
+                Err(e) => {
+                    let reply = e.reply();
+                    log::warn!("maildir {}: {e}; replying {reply}", self.id);
+                    copies.push(Err(reply));
+                }
+            }
+        }
+        let first_failure = copies.iter().find_map(|c| c.as_ref().err()).cloned();
+        if let (Some(reply), false) = (first_failure, self.lmtp) {
+            if !delivered.is_empty() {
+                log::warn!(
+                    "maildir {}: taking back {} delivered copies: another copy failed",
+                    self.id,
+                    delivered.len()
+                );
+                let _ = tokio::task::spawn_blocking(move || store::remove_all(&delivered)).await;
+            }
+            return self.all(reply);
+        }
+        self.targets.iter().map(|&i| copies[i].clone()).collect()
+    }
+
+    /// Removes this transaction's files from `tmp/`.
+    async fn abort(&mut self) {
+        self.failed = Some(reply::DELIVERY_FAILED);
+        self.cleanup().await;
+    }
+}
+
+impl Drop for MaildirTransaction {
+    /// The safety net: files still in `tmp/` (no commit, no abort) are removed.
+    fn drop(&mut self) {
+        if self.tmp.is_empty() {
+            return;
+        }
+        let paths = mem::take(&mut self.tmp);
+        let copies = self.copies.take();
+        let job = move || {
+            drop(copies);
+            store::remove_all(&paths);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => drop(handle.spawn_blocking(job)),
+            Err(_) => job(),
+        }
+    }
+}

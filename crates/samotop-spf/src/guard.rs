@@ -1,0 +1,367 @@
+//! The SPF guard: checks the MAIL FROM identity against the peer's IP.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use samotop_core::parser::{Host, ReversePath};
+use samotop_core::{Envelope, Guard, SessionInfo, Verdict};
+use viaspf::lookup::Lookup;
+use viaspf::{Config, DomainName, Sender, SpfResult, SpfResultCause};
+
+use crate::error::Error;
+use crate::header::{Fields, clean};
+use crate::lookup::DnsLookup;
+use crate::policy::Policy;
+use crate::reply::{SPF_FAIL, SPF_TEMPERROR};
+
+/// Longest time one SPF check may take, DNS look-ups included: 20 s, the least that
+/// RFC 7208 4.6.4 allows. Past it the result is `temperror`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// An SPF (RFC 7208) [`Guard`]: at MAIL, checks whether the sender's domain permits the
+/// peer's IP address to send its mail, and tags or refuses by the [`Policy`].
+///
+/// * The identity checked is the whole MAIL FROM `local@domain`; for the null sender `<>` it
+///   is `postmaster@` the HELO name (RFC 7208 2.4). A sender or HELO that is an address
+///   literal, or not a valid domain, gives the result `none` (RFC 7208 4.3).
+/// * The IP is the peer's address alone (an IPv4-mapped IPv6 address counts as IPv4). A peer
+///   without an IP (Unix socket, stdio) is not checked: the mail is accepted untagged.
+/// * [`Policy::Tag`] (and [`Policy::Reject`] for results other than `fail` and `temperror`)
+///   answers [`Verdict::AddHeader`] with a `Received-SPF` field (RFC 7208 9.1), e.g.
+///   `Received-SPF: pass (mx.example.org: domain of a@example.com designates 192.0.2.1 as
+///   permitted sender) client-ip=192.0.2.1; envelope-from="a@example.com"; helo=mail.example.com;
+///   receiver=mx.example.org; identity=mailfrom`. Peer-supplied parts are cleaned of control
+///   characters and quoted, so the field is one line.
+/// * [`Policy::Reject`] refuses `fail` with [`SPF_FAIL`] (550 5.7.23) and answers `temperror`
+///   with [`SPF_TEMPERROR`] (451 4.7.24); the session goes on.
+///
+/// Bounds: at most 10 DNS-querying terms and 2 void look-ups per check (RFC 7208 4.6.4; more
+/// is `permerror`), each DNS try waits 5 s and a failed query is retried twice, and the whole check is cut at
+/// [`DEFAULT_TIMEOUT`] (see [`SpfGuard::with_timeout`]), giving `temperror`. Look-ups are async
+/// and cached in the guard: a slow DNS delays only the session that waits for it.
+pub struct SpfGuard {
+    policy: Policy,
+    receiver: String,
+    timeout: Duration,
+    config: Config,
+    lookup: Option<DnsLookup>,
+}
+
+impl fmt::Debug for SpfGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpfGuard")
+            .field("policy", &self.policy)
+            .field("receiver", &self.receiver)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+fn spf_config(receiver: &str, timeout: Duration) -> Config {
+    // Look-up limits stay at viaspf's defaults, which are RFC 7208's: 10 and 2.
+    Config::builder()
+        .hostname(receiver)
+        .timeout(timeout)
+        .build()
+}
+
+impl SpfGuard {
+    /// A guard with this policy, asking the name server `dns` (UDP and TCP; e.g. a dnsmasq on
+    /// `127.0.0.1:5353`), or with `None` the servers of the system configuration
+    /// (`/etc/resolv.conf`). `receiver` is our host name, as written in `Received-SPF`
+    /// and given to the `%{r}` macro.
+    ///
+    /// [`Policy::Off`] builds no resolver and reads no configuration.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SystemConfig`] when SPF is on, `dns` is `None` and the system configuration
+    /// cannot be read; [`Error::Resolver`] when the resolver cannot be built. No network
+    /// traffic happens here.
+    pub fn new(
+        policy: Policy,
+        dns: Option<SocketAddr>,
+        receiver: impl Into<String>,
+    ) -> Result<SpfGuard, Error> {
+        let receiver = clean(&receiver.into());
+        let lookup = match policy {
+            Policy::Off => None,
+            Policy::Tag | Policy::Reject => Some(DnsLookup::new(dns)?),
+        };
+        Ok(SpfGuard {
+            policy,
+            config: spf_config(&receiver, DEFAULT_TIMEOUT),
+            receiver,
+            timeout: DEFAULT_TIMEOUT,
+            lookup,
+        })
+    }
+
+    /// This guard with another limit on the time of one whole check (default
+    /// [`DEFAULT_TIMEOUT`], 20 s; RFC 7208 4.6.4 asks for at least 20 s). A check that takes
+    /// longer is `temperror`.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self.config = spf_config(&self.receiver, timeout);
+        self
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// Our host name, as given to [`SpfGuard::new`] (control characters replaced).
+    pub fn receiver(&self) -> &str {
+        &self.receiver
+    }
+
+    /// The limit on the time of one check.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
+impl Guard for SpfGuard {
+    async fn mail(&self, info: &SessionInfo, envelope: &Envelope) -> Verdict {
+        match &self.lookup {
+            Some(lookup) => {
+                check(
+                    lookup,
+                    &self.config,
+                    self.policy,
+                    &self.receiver,
+                    info,
+                    envelope,
+                )
+                .await
+            }
+            None => Verdict::Accept,
+        }
+    }
+}
+
+/// An SPF result, as this crate reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Pass,
+    Fail,
+    Softfail,
+    Neutral,
+    None,
+    Temperror,
+    Permerror,
+}
+
+impl Kind {
+    /// The result keyword of RFC 7208 8 / 9.1.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Kind::Pass => "pass",
+            Kind::Fail => "fail",
+            Kind::Softfail => "softfail",
+            Kind::Neutral => "neutral",
+            Kind::None => "none",
+            Kind::Temperror => "temperror",
+            Kind::Permerror => "permerror",
+        }
+    }
+}
+
+/// The outcome of one check, before the policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    pub(crate) kind: Kind,
+    /// The identity checked (`local@domain`, `postmaster@helo`), if there was one.
+    pub(crate) identity: Option<String>,
+    /// Its domain.
+    pub(crate) domain: Option<String>,
+    /// The peer's IP, canonical (IPv4-mapped IPv6 as IPv4).
+    pub(crate) ip: IpAddr,
+    /// Why an error result, e.g. "DNS lookup timed out".
+    pub(crate) cause: Option<String>,
+    /// The domain's own explanation of a `fail` (the `exp=` modifier), if any.
+    pub(crate) explanation: Option<String>,
+}
+
+/// The identity of RFC 7208 2.4 and its domain, or `None` when there is no domain name to
+/// check (address literal, no HELO for the null sender).
+fn identity(sender: &ReversePath, helo: Option<&Host>) -> Option<(String, String)> {
+    match sender {
+        ReversePath::Mailbox(m) => match &m.domain {
+            Host::Domain(d) => Some((format!("{}@{}", m.local, d), d.clone())),
+            _ => None,
+        },
+        ReversePath::Null => match helo {
+            Some(Host::Domain(h)) => Some((format!("postmaster@{h}"), h.clone())),
+            _ => None,
+        },
+    }
+}
+
+/// Runs `check_host()` (RFC 7208 4) for the MAIL FROM identity with `lookup` as the DNS.
+pub(crate) async fn evaluate<L: Lookup>(
+    lookup: &L,
+    config: &Config,
+    ip: IpAddr,
+    helo: Option<&Host>,
+    sender: &ReversePath,
+) -> Outcome {
+    let ip = ip.to_canonical();
+    let mut outcome = Outcome {
+        kind: Kind::None,
+        identity: None,
+        domain: None,
+        ip,
+        cause: None,
+        explanation: None,
+    };
+    let Some((identity, domain)) = identity(sender, helo) else {
+        outcome.cause = Some("no domain name to check".into());
+        return outcome;
+    };
+    outcome.identity = Some(identity.clone());
+    outcome.domain = Some(domain.clone());
+    // A local part that viaspf does not take still leaves a domain to check (%{l} then
+    // expands to "postmaster"); a domain that is not a valid FQDN is `none` (RFC 7208 4.3).
+    let Ok(spf_sender) = Sender::from_address(&identity).or_else(|_| Sender::from_domain(&domain))
+    else {
+        outcome.cause = Some("sender domain is not a valid domain name".into());
+        return outcome;
+    };
+    let helo_domain = match helo {
+        Some(Host::Domain(h)) => DomainName::new(h).ok(),
+        _ => None,
+    };
+    let result =
+        viaspf::evaluate_sender(lookup, config, ip, &spf_sender, helo_domain.as_ref()).await;
+    outcome.kind = match result.spf_result {
+        SpfResult::Pass => Kind::Pass,
+        SpfResult::Fail(exp) => {
+            let exp = exp.as_ref().trim();
+            if !exp.is_empty() {
+                outcome.explanation = Some(exp.to_string());
+            }
+            Kind::Fail
+        }
+        SpfResult::Softfail => Kind::Softfail,
+        SpfResult::Neutral => Kind::Neutral,
+        SpfResult::None => Kind::None,
+        SpfResult::Temperror => Kind::Temperror,
+        SpfResult::Permerror => Kind::Permerror,
+    };
+    if let Some(SpfResultCause::Error(cause)) = result.cause {
+        outcome.cause = Some(cause.to_string());
+    }
+    outcome
+}
+
+/// The human explanation of an outcome, for the `Received-SPF` comment.
+fn explain(o: &Outcome) -> String {
+    let ip = o.ip;
+    let Some(id) = o.identity.as_deref() else {
+        return "no domain name to check, sender is null or an address literal".into();
+    };
+    let cause = o.cause.as_deref().unwrap_or("unknown error");
+    match o.kind {
+        Kind::Pass => format!("domain of {id} designates {ip} as permitted sender"),
+        Kind::Fail => format!("domain of {id} does not designate {ip} as permitted sender"),
+        Kind::Softfail => {
+            format!("domain of transitioning {id} does not designate {ip} as permitted sender")
+        }
+        Kind::Neutral => format!("{ip} is neither permitted nor denied by domain of {id}"),
+        Kind::None => match &o.cause {
+            Some(cause) => format!("cannot check {id}: {cause}"),
+            None => format!("domain of {id} does not designate permitted sender hosts"),
+        },
+        Kind::Temperror => format!("error in processing during lookup of {id}: {cause}"),
+        Kind::Permerror => format!("permanent error in processing domain of {id}: {cause}"),
+    }
+}
+
+/// The `Received-SPF` field for an outcome.
+pub(crate) fn received_spf(
+    o: &Outcome,
+    receiver: &str,
+    helo: Option<&Host>,
+    sender: &ReversePath,
+) -> String {
+    let helo = helo.map(|h| h.to_string());
+    Fields {
+        result: o.kind.as_str(),
+        receiver,
+        explanation: &explain(o),
+        client_ip: o.ip,
+        envelope_from: &sender.to_string(),
+        helo: helo.as_deref(),
+    }
+    .to_header()
+}
+
+/// What the policy makes of an outcome.
+pub(crate) fn verdict(
+    policy: Policy,
+    o: &Outcome,
+    receiver: &str,
+    helo: Option<&Host>,
+    sender: &ReversePath,
+) -> Verdict {
+    let domain = clean(o.domain.as_deref().unwrap_or("the sender's domain"));
+    match (policy, o.kind) {
+        (Policy::Off, _) => Verdict::Accept,
+        (Policy::Reject, Kind::Fail) => {
+            let mut text = format!(
+                "SPF check failed: {domain} does not designate {} as permitted sender",
+                o.ip
+            );
+            if let Some(exp) = &o.explanation {
+                text.push_str(&format!(" ({})", clean(exp)));
+            }
+            Verdict::Reject(SPF_FAIL.text(text))
+        }
+        (Policy::Reject, Kind::Temperror) => {
+            let cause = clean(o.cause.as_deref().unwrap_or("DNS error"));
+            Verdict::Reject(SPF_TEMPERROR.text(format!(
+                "SPF check of {domain} could not be completed ({cause}), try again later"
+            )))
+        }
+        (Policy::Tag | Policy::Reject, _) => {
+            Verdict::AddHeader(received_spf(o, receiver, helo, sender))
+        }
+    }
+}
+
+/// The whole MAIL check with `lookup` as the DNS: the guard's logic, testable without a
+/// network.
+pub(crate) async fn check<L: Lookup>(
+    lookup: &L,
+    config: &Config,
+    policy: Policy,
+    receiver: &str,
+    info: &SessionInfo,
+    envelope: &Envelope,
+) -> Verdict {
+    if policy == Policy::Off {
+        return Verdict::Accept;
+    }
+    let Some(ip) = info.peer.ip() else {
+        log::debug!("spf skipped peer={} (no IP address)", info.peer);
+        return Verdict::Accept;
+    };
+    let helo = info.helo.as_ref();
+    let outcome = evaluate(lookup, config, ip, helo, &envelope.sender).await;
+    log::debug!(
+        "spf result={} identity={:?} ip={} cause={:?}",
+        outcome.kind.as_str(),
+        outcome.identity.as_deref().unwrap_or(""),
+        outcome.ip,
+        outcome.cause.as_deref().unwrap_or(""),
+    );
+    verdict(policy, &outcome, receiver, helo, &envelope.sender)
+}
+
+#[cfg(test)]
+pub(crate) fn test_config(receiver: &str, timeout: Duration) -> Config {
+    spf_config(receiver, timeout)
+}
