@@ -398,7 +398,7 @@ fn log_summary(session: &Session, summary: &Summary) {
         info.id,
         info.peer,
         helo.as_deref().unwrap_or("-"),
-        if info.tls.is_some() { "yes" } else { "no" },
+        info.tls.as_ref().map_or("no", |t| t.version.as_str()),
         summary.stats.mails,
         summary.stats.rcpts,
         summary.stats.bytes,

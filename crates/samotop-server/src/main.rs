@@ -167,7 +167,9 @@ fn tls_setup(cli: &Cli) -> Result<Option<tls::Tls>, String> {
             tls::Source::SelfSigned(cli.name.clone())
         }
         _ if cli.require_tls => {
-            return Err("--require-tls needs --tls-cert and --tls-key (or --tls-self-signed)".into());
+            return Err(
+                "--require-tls needs --tls-cert and --tls-key (or --tls-self-signed)".into(),
+            );
         }
         _ => return Ok(None),
     };
