@@ -15,11 +15,12 @@ signals that group by PID; every wait is bounded.
         dc.kill()                                      # SIGKILL to the whole process group
 
     def test_y(tmp_path):
-        # samotop wrote a Maildir; ask Dovecot what it sees there (no daemon is started):
-        doveadm_maildir(tmp_path / "maildir", "search", "ALL")
+        # samotop wrote a Maildir; ask Dovecot what it sees there (on a copy, by default):
+        maildir_fetch(tmp_path / "maildir", "uid hdr.subject")     # [{"uid": "1", ...}]
+        doveadm_maildir(tmp_path / "maildir", "search", "ALL")      # any doveadm command
 
-Needs `dovecot`, `doveadm` and /usr/lib/dovecot/lmtp (Debian: dovecot-core, dovecot-lmtpd);
-tests that use the fixture are skipped, with the reason, when they are missing.
+Needs `dovecot`, `doveadm` and /usr/lib/dovecot/lmtp (Debian: dovecot-core, dovecot-lmtpd;
+scripts/setup installs them): a test that needs them fails, saying so, when they are missing.
 """
 
 import json
@@ -40,20 +41,26 @@ STOP_TIMEOUT = 10.0
 DOVEADM_TIMEOUT = 30.0
 
 
+def tool(name):
+    """The path of `dovecot` or `doveadm` (also outside PATH, in /usr/sbin or /usr/bin)."""
+    for found in (shutil.which(name), f"/usr/sbin/{name}", f"/usr/bin/{name}"):
+        if found and os.access(found, os.X_OK):
+            return found
+    return None
+
+
 def available():
     """None when Dovecot can be used here, else the reason it cannot."""
-    for tool in ("dovecot", "doveadm"):
-        if shutil.which(tool) is None and not os.path.exists(f"/usr/sbin/{tool}") and not os.path.exists(
-            f"/usr/bin/{tool}"
-        ):
-            return f"`{tool}` is not installed (apt-get install dovecot-core dovecot-lmtpd)"
+    for name in ("dovecot", "doveadm"):
+        if tool(name) is None:
+            return f"`{name}` is not installed (apt-get install dovecot-core dovecot-lmtpd)"
     if not os.path.exists("/usr/lib/dovecot/lmtp"):
         return "/usr/lib/dovecot/lmtp is missing (apt-get install dovecot-lmtpd)"
     return None
 
 
 def version():
-    out = subprocess.run(["dovecot", "--version"], capture_output=True, timeout=DOVEADM_TIMEOUT)
+    out = subprocess.run([tool("dovecot"), "--version"], capture_output=True, timeout=DOVEADM_TIMEOUT)
     return out.stdout.decode().strip()
 
 
@@ -142,7 +149,7 @@ class Dovecot:
     ):
         reason = available()
         if reason:
-            pytest.skip(reason)
+            pytest.fail(f"this test needs a real Dovecot: {reason}", pytrace=False)
         self.version = version()
         extras = dict(users) if isinstance(users, dict) else {u: "" for u in users}
         self.users = list(extras)
@@ -182,7 +189,7 @@ class Dovecot:
             self._stderr.close()
         self._stderr = open(self.dir / "stderr.log", "ab")
         self.proc = subprocess.Popen(
-            ["dovecot", "-F", "-c", str(self.conf)],
+            [tool("dovecot"), "-F", "-c", str(self.conf)],
             stdin=subprocess.DEVNULL,
             stdout=self._stderr,
             stderr=self._stderr,
@@ -354,7 +361,7 @@ class Dovecot:
 
 def _run_doveadm(conf, args, check=True):
     proc = subprocess.run(
-        ["doveadm", "-c", str(conf)] + [str(a) for a in args],
+        [tool("doveadm"), "-c", str(conf)] + [str(a) for a in args],
         capture_output=True,
         timeout=DOVEADM_TIMEOUT,
         stdin=subprocess.DEVNULL,

@@ -172,7 +172,13 @@ impl MailDispatch for Proxy {
             Ok(started) => started,
             Err(error) => return Err(tx.fail("MAIL", error)),
         };
+        let refusal = unforwardable(&client, envelope);
         tx.client = Some(client);
+        if let Some(refusal) = refusal {
+            log::info!("{}: {refusal}", self.endpoint);
+            tx.release();
+            return Err(refusal);
+        }
         if reply.is_positive() {
             return Ok(tx);
         }
@@ -180,6 +186,24 @@ impl MailDispatch for Proxy {
         tx.release();
         Err(upstream(reply))
     }
+}
+
+/// Why a transaction cannot be passed on to this server, if it cannot: binary content
+/// (RFC 3030) needs BDAT, which this client does not send, and a UTF-8 sender needs SMTPUTF8
+/// downstream (RFC 6531 3.5).
+fn unforwardable(client: &Client, envelope: &Envelope) -> Option<Reply> {
+    use samotop_core::parser::Body;
+    if envelope.params.body == Some(Body::BinaryMime) {
+        return Some(Reply::new(
+            554,
+            [5, 6, 3],
+            "Binary content (BODY=BINARYMIME) cannot be forwarded, send it as 8BITMIME",
+        ));
+    }
+    if !envelope.sender.to_string().is_ascii() && !client.supports("SMTPUTF8") {
+        return Some(reply::NEED_SMTPUTF8.text("The next hop does not accept UTF-8 addresses"));
+    }
+    None
 }
 
 /// Where a [`ProxyTransaction`] is.
@@ -291,6 +315,10 @@ impl ProxyTransaction {
 impl Transaction for ProxyTransaction {
     async fn add_recipient(&mut self, recipient: &Recipient) -> Result<(), Reply> {
         let client = self.client()?;
+        if !recipient.address.is_ascii() && !client.supports("SMTPUTF8") {
+            // RFC 6531 3.5: the next hop cannot take this address.
+            return Err(reply::NEED_SMTPUTF8.text("The next hop does not accept UTF-8 addresses"));
+        }
         match client.rcpt(&recipient.address).await {
             Ok(reply) if reply.is_positive() => {
                 self.accepted += 1;
