@@ -194,3 +194,55 @@ def send_one(port, sender="a@example.com", rcpts=("b@example.org",), body=b"Subj
             code, msg = c.rcpt(r)
             assert code == 250, (code, msg)
         return c.data(body)
+
+
+def wait_until(predicate, timeout=15.0, step=0.05, what="condition"):
+    """Polls `predicate` (bounded) until it returns something truthy; returns that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what} not met after {timeout}s")
+        time.sleep(step)
+
+
+def enhanced(texts):
+    """The enhanced status code at the start of a Raw reply's first text, e.g. "5.5.2" (or None)."""
+    import re
+
+    m = re.match(r"([245]\.\d{1,3}\.\d{1,3})(?: |$)", texts[0] if texts else "")
+    return m.group(1) if m else None
+
+
+def stdout_messages(out):
+    """Splits what `--deliver stdout` printed into messages.
+
+    Each message is an envelope line `MAIL FROM:<s> RCPT TO:<a>,<b>` CR LF, then the trace
+    header (`Received:` and its folded lines, which start with TAB), then the data exactly as
+    received. Returns a list of dicts: sender, rcpts (list), received (bytes, the whole field),
+    data (bytes). Fields a guard adds after Received (Received-SPF) are part of `data`: start
+    the server with `--spf off` to compare data exactly.
+    """
+    import re
+
+    head = re.compile(
+        rb"^MAIL FROM:<([^\r\n>]*)> RCPT TO:([^\r\n]*)\r\n"
+        rb"(Received: [^\r\n]*\r\n(?:\t[^\r\n]*\r\n)*)",
+        re.M,
+    )
+    found = list(head.finditer(out))
+    messages = []
+    for i, m in enumerate(found):
+        end = found[i + 1].start() if i + 1 < len(found) else len(out)
+        rcpts = [r.strip(b"<>").decode("utf-8", "replace") for r in m.group(2).split(b",") if r]
+        messages.append(
+            {
+                "sender": m.group(1).decode("utf-8", "replace"),
+                "rcpts": rcpts,
+                "received": m.group(3),
+                "data": out[m.end():end],
+            }
+        )
+    return messages

@@ -645,6 +645,24 @@ fn tls_hello_on_plain_port_is_closed() {
 }
 
 #[test]
+fn proxy_v1_header_from_an_untrusted_peer_is_refused_and_closed() {
+    let mut h = Harness::new(smtp());
+    h.send(b"PROXY TCP4 192.0.2.1 192.0.2.2 4000 25\r\nEHLO x\r\n");
+    assert_eq!(h.out.codes(), [220, 500]);
+    assert!(h.out.closed);
+}
+
+#[test]
+fn proxy_v2_header_from_an_untrusted_peer_is_refused_and_closed() {
+    let mut h = Harness::new(smtp());
+    let mut header = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    header.extend_from_slice(&[192, 0, 2, 1, 192, 0, 2, 2, 0x0f, 0xa0, 0, 25]);
+    h.send(&header);
+    assert_eq!(h.out.codes(), [220, 500]);
+    assert!(h.out.closed);
+}
+
+#[test]
 fn early_talker() {
     let info = SessionInfo::new(Peer::Stdio, "mx.test");
     let mut s = Session::new(Arc::new(smtp()), info);
@@ -781,4 +799,31 @@ fn header_injection_cannot_reach_received() {
         header.matches("\r\n").count(),
         header.matches("\r\n\t").count() + 1
     );
+}
+
+/// Regression: a line just over the limit, its LF in the same read, swallowed the next
+/// command (found by tests/integration/test_limits.py).
+#[test]
+fn command_after_a_slightly_too_long_line_is_answered() {
+    let config = SessionConfig {
+        limits: Limits {
+            max_line_length: 512,
+            ..Limits::default()
+        },
+        ..smtp()
+    };
+    for len in [513, 600, 1000] {
+        let mut input = b"EHLO x\r\nNOOP ".to_vec();
+        input.extend(std::iter::repeat_n(b'x', len));
+        input.extend_from_slice(b"\r\nNOOP\r\n");
+        for split in [usize::MAX, 700, 1] {
+            let mut h = Harness::new(config.clone());
+            h.send_split(&input, split);
+            assert_eq!(
+                h.out.codes(),
+                [220, 250, 500, 250],
+                "len {len} split {split}"
+            );
+        }
+    }
 }

@@ -11,7 +11,13 @@ impl Session {
     pub(super) fn feed_command(&mut self, input: &[u8]) -> usize {
         let limit = self.config.limits.max_line_length;
         let window = &input[..input.len().min(limit)];
-        if self.commands == 0 && looks_like_tls(input) {
+        if self.commands == 0 && (looks_like_tls(input) || looks_like_proxy_v2(input)) {
+            if looks_like_proxy_v2(input) {
+                log::info!(
+                    "session {}: PROXY header from an untrusted peer",
+                    self.info.id
+                );
+            }
             self.close_with(Some(reply::NOT_SMTP), End::Refused);
             return input.len();
         }
@@ -26,10 +32,18 @@ impl Session {
                 i + 1
             }
             None if input.len() >= limit => {
-                // Answer now (the client may never send LF), then skip to the next LF.
-                self.input = Input::Discard;
+                // Answer now (the client may never send LF), then skip to the end of this
+                // line: its LF may already be here, or come later.
                 self.error(reply::LINE_TOO_LONG);
-                input.len()
+                match memchr::memchr(b'\n', &input[limit..]) {
+                    Some(i) => limit + i + 1,
+                    None => {
+                        if !self.is_closed() {
+                            self.input = Input::Discard;
+                        }
+                        input.len()
+                    }
+                }
             }
             None => 0,
         }
@@ -44,7 +58,13 @@ impl Session {
         match samotop_parser::parse_command(line) {
             Ok(command) => self.command(command),
             Err(e) => {
-                if looks_like_http(line) {
+                if looks_like_proxy_v1(line) {
+                    log::info!(
+                        "session {}: PROXY header from an untrusted peer",
+                        self.info.id
+                    );
+                }
+                if looks_like_http(line) || looks_like_proxy_v1(line) {
                     self.close_with(Some(reply::NOT_SMTP), End::Refused);
                     return;
                 }
@@ -525,6 +545,18 @@ impl Session {
 /// A TLS record header (handshake, TLS 1.0-1.3) where a command was expected.
 fn looks_like_tls(input: &[u8]) -> bool {
     input.len() >= 3 && input[0] == 0x16 && input[1] == 0x03 && input[2] <= 0x04
+}
+
+/// The start of a PROXY protocol v2 header (`\r\n\r\n\0\r\nQUIT\n`, HAProxy): a proxy that we
+/// were not told to trust (`--proxy-protocol-from`). No SMTP client opens with a blank line
+/// followed by NUL.
+fn looks_like_proxy_v2(input: &[u8]) -> bool {
+    input.starts_with(b"\r\n\r\n\0")
+}
+
+/// A PROXY protocol v1 header line (`PROXY TCP4 ...`): a proxy that we were not told to trust.
+fn looks_like_proxy_v1(line: &[u8]) -> bool {
+    line.starts_with(b"PROXY ")
 }
 
 /// An HTTP request line: `GET /x HTTP/1.1` and friends.
