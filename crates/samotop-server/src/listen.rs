@@ -148,8 +148,10 @@ async fn handle(conn: Conn, kind: Kind, shared: Arc<Shared>) {
     };
     let (io, peer, local): (samotop_core::BoxIo, Peer, _) = match conn {
         Conn::Tcp(mut stream, peer, local) => {
-            let peer = match shared.proxy.resolve(&mut stream, peer).await {
-                Ok(peer) => peer,
+            // Behind a trusted proxy, the client from the PROXY header is the peer from here
+            // on: per-IP limits, guards, SPF, logs and the Received header all see it.
+            let (peer, local) = match shared.proxy.resolve(&mut stream, peer, local).await {
+                Ok(a) => (a.peer, a.local),
                 Err(e) => {
                     log::warn!("connection from {peer} closed: {e}");
                     return;
