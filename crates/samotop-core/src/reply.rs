@@ -83,24 +83,29 @@ impl Reply {
 
     /// Appends the reply in wire form (each line ends in CR LF) to `out`.
     pub fn write_to(&self, out: &mut Vec<u8>) {
+        let code = digits3(self.code.min(599));
         let mut lines = self.text.split('\n').peekable();
-        loop {
-            let line = lines.next().unwrap_or("");
+        while let Some(line) = lines.next() {
             let last = lines.peek().is_none();
-            out.extend_from_slice(format_code(self.code).as_bytes());
+            out.extend_from_slice(&code);
             out.push(if last { b' ' } else { b'-' });
             if let Some([a, b, c]) = self.enhanced {
-                out.extend_from_slice(format!("{a}.{b}.{c} ").as_bytes());
+                push_number(out, a);
+                out.push(b'.');
+                push_number(out, b);
+                out.push(b'.');
+                push_number(out, c);
+                out.push(b' ');
             }
-            // A peer-supplied fragment must never end the line early: drop CR and controls.
-            out.extend(
-                line.bytes()
-                    .map(|b| if b == b'\r' || b == 0 { b' ' } else { b }),
-            );
+            // A peer-supplied fragment must never end the line early: drop CR and NUL.
+            let start = out.len();
+            out.extend_from_slice(line.as_bytes());
+            for b in &mut out[start..] {
+                if *b == b'\r' || *b == 0 {
+                    *b = b' ';
+                }
+            }
             out.extend_from_slice(b"\r\n");
-            if last {
-                break;
-            }
         }
     }
 
@@ -112,8 +117,22 @@ impl Reply {
     }
 }
 
-fn format_code(code: u16) -> String {
-    format!("{:03}", code.min(599))
+fn digits3(n: u16) -> [u8; 3] {
+    [
+        b'0' + (n / 100 % 10) as u8,
+        b'0' + (n / 10 % 10) as u8,
+        b'0' + (n % 10) as u8,
+    ]
+}
+
+fn push_number(out: &mut Vec<u8>, n: u16) {
+    if n >= 100 {
+        out.push(b'0' + (n / 100 % 10) as u8);
+    }
+    if n >= 10 {
+        out.push(b'0' + (n / 10 % 10) as u8);
+    }
+    out.push(b'0' + (n % 10) as u8);
 }
 
 impl fmt::Display for Reply {
@@ -292,6 +311,14 @@ mod tests {
             r.to_bytes(),
             b"250-mx greets you\r\n250-PIPELINING\r\n250 SIZE 10\r\n"
         );
+    }
+
+    #[test]
+    fn enhanced_codes_of_every_width() {
+        let r = Reply::new(550, [5, 7, 23], "x");
+        assert_eq!(r.to_bytes(), b"550 5.7.23 x\r\n");
+        let r = Reply::new(451, [4, 100, 0], "y");
+        assert_eq!(r.to_bytes(), b"451 4.100.0 y\r\n");
     }
 
     #[test]
