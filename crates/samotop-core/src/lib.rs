@@ -13,7 +13,73 @@
 //! * [`Reply`] and the [`reply`] table: every reply the session sends, with its enhanced code.
 //! * [`Limits`]: every bound, on by default.
 //!
-//! # Example
+//! # Example: a server
+//!
+//! A [`MailDispatch`] of your own, run by the [`Driver`] over a tokio stream. Here an
+//! in-memory pipe stands in for the TCP connection that a listener would accept (the
+//! `examples/` crate has whole servers; `docs/LIBRARY.md` walks through them):
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//! use samotop_core::{Driver, Envelope, MailDispatch, Outcomes, Peer, Recipient, Reply,
+//!                    SessionConfig, SessionInfo, Transaction};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! /// Counts the bytes of every message, and keeps none.
+//! struct Sizes(Arc<AtomicUsize>);
+//! struct Count { total: Arc<AtomicUsize>, bytes: usize, rcpts: usize }
+//!
+//! impl MailDispatch for Sizes {
+//!     type Transaction = Count;
+//!     async fn open(&self, _: &SessionInfo, _: &Envelope) -> Result<Count, Reply> {
+//!         Ok(Count { total: self.0.clone(), bytes: 0, rcpts: 0 })
+//!     }
+//! }
+//!
+//! impl Transaction for Count {
+//!     async fn add_recipient(&mut self, _: &Recipient) -> Result<(), Reply> {
+//!         self.rcpts += 1;
+//!         Ok(())
+//!     }
+//!     async fn write(&mut self, chunk: &[u8]) -> Result<(), Reply> {
+//!         self.bytes += chunk.len();
+//!         Ok(())
+//!     }
+//!     async fn commit(&mut self) -> Outcomes {
+//!         self.total.fetch_add(self.bytes, Ordering::SeqCst);
+//!         vec![Ok(()); self.rcpts] // one outcome per recipient: all stored
+//!     }
+//! }
+//!
+//! # fn main() -> std::io::Result<()> {
+//! let total = Arc::new(AtomicUsize::new(0));
+//! let driver = Driver::new(Sizes(total.clone()), (), SessionConfig::default());
+//! let (mut client, server) = tokio::io::duplex(64 * 1024);
+//! let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+//! let replies = runtime.block_on(async {
+//!     let session = driver.run(server, SessionInfo::new(Peer::Stdio, "mx.example.org"));
+//!     let talk = async {
+//!         let script = b"EHLO client\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\n\
+//!             DATA\r\nSubject: hi\r\n\r\nHello\r\n.\r\nQUIT\r\n";
+//!         client.write_all(script).await?;
+//!         let mut replies = String::new();
+//!         client.read_to_string(&mut replies).await?;
+//!         Ok::<_, std::io::Error>(replies)
+//!     };
+//!     let (_summary, replies) = tokio::join!(session, talk);
+//!     replies
+//! })?;
+//! assert!(replies.starts_with("220 mx.example.org"));
+//! assert!(replies.contains("\r\n354 "));
+//! assert!(replies.ends_with("221 2.0.0 Bye\r\n"));
+//! // The message, after the Received: header field the driver writes first.
+//! assert!(total.load(Ordering::SeqCst) > b"Subject: hi\r\n\r\nHello\r\n".len());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Example: the session alone
 //!
 //! A whole SMTP session in memory, without tokio:
 //!

@@ -16,6 +16,10 @@
 //!   an inner backend sees them (`--map`).
 //! * [`Error`]: what can go wrong, and the reply each error causes ([`Error::reply`]).
 //!
+//! A server hands a backend to [`samotop_core::Driver`]:
+//! `Driver::new(Maildir::new("/var/mail", Layout::Single), (), SessionConfig::default())`.
+//! The `examples/` crate has whole servers, and `docs/LIBRARY.md` walks through writing one.
+//!
 //! # Example
 //!
 //! One message into a Maildir, through the calls the session's driver makes (it would also
@@ -55,12 +59,12 @@ mod error;
 pub use error::Error;
 
 // Owned by the Maildir/stdout/null/map work:
-mod map;
 mod maildir;
+mod map;
 mod null;
 mod stdout;
-pub use map::{Mapped, MappedTransaction, RecipientMap};
 pub use maildir::{Layout, Maildir, MaildirTransaction};
+pub use map::{Mapped, MappedTransaction, RecipientMap};
 pub use null::{Null, NullTransaction};
 pub use stdout::{Stdout, StdoutTransaction};
 

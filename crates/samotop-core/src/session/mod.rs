@@ -183,7 +183,7 @@ struct Message {
     ended: bool,
 }
 
-/// One SMTP or LMTP session, from the greeting to the close. See the [module](self) docs.
+/// One SMTP or LMTP session, from the greeting to the close. Driven as the [crate](crate) docs show.
 ///
 /// Call order: poll events until `None`; `feed` input; repeat. When `feed` consumes nothing and
 /// there is no event, read more input (flush the replies first). An event that asks gets one
