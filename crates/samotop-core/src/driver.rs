@@ -132,6 +132,8 @@ impl<D: MailDispatch, G: Guard> Driver<D, G> {
             io: Box::new(io),
             input: BytesMut::new(),
             output: Vec::new(),
+            write_timeout: self.config.limits.command_timeout,
+            stalled: false,
         };
         let mut session = Session::new(self.config.clone(), info);
         let mut tx: Option<D::Transaction> = None;
@@ -154,8 +156,10 @@ impl<D: MailDispatch, G: Guard> Driver<D, G> {
                     Event::Reply(r) => {
                         log::trace!("session {}: S: {r}", session.info().id);
                         r.write_to(&mut conn.output);
-                        if conn.output.len() >= OUTPUT_HIGH_WATER && conn.flush().await.is_err() {
-                            session.failed();
+                        if conn.output.len() >= OUTPUT_HIGH_WATER {
+                            if let Err(e) = conn.flush().await {
+                                write_failed(&mut session, &e);
+                            }
                         }
                     }
                     Event::Close => break 'session,
@@ -187,8 +191,8 @@ impl<D: MailDispatch, G: Guard> Driver<D, G> {
                 }
             }
             // Nothing more to do with what we have: flush (RFC 2920 3.1), then read.
-            if conn.flush().await.is_err() {
-                session.failed();
+            if let Err(e) = conn.flush().await {
+                write_failed(&mut session, &e);
                 continue;
             }
             self.read(&mut conn, &mut session, &mut shutdown).await;
@@ -198,7 +202,7 @@ impl<D: MailDispatch, G: Guard> Driver<D, G> {
             t.abort().await;
         }
         let _ = conn.flush().await;
-        let _ = conn.io.shutdown().await;
+        conn.shutdown().await;
         let summary = Summary {
             stats: session.stats(),
             end: session.end(),
@@ -368,11 +372,27 @@ fn accepts(verdict: &Verdict) -> bool {
     matches!(verdict, Verdict::Accept | Verdict::AddHeader(_))
 }
 
+/// A write to the peer failed: a peer that stopped reading (the write timed out) ends like a
+/// silent one, anything else as a failed connection.
+fn write_failed(session: &mut Session, e: &std::io::Error) {
+    log::debug!("session {}: write failed: {e}", session.info().id);
+    if e.kind() == std::io::ErrorKind::TimedOut {
+        session.timed_out();
+    } else {
+        session.failed();
+    }
+}
+
 /// The connection's stream and buffers.
 struct Conn {
     io: BoxIo,
     input: BytesMut,
     output: Vec<u8>,
+    /// How long a write may wait for the peer to read (the command timeout): a peer that never
+    /// reads must not hold its session, and its connection slot, forever.
+    write_timeout: Duration,
+    /// A write timed out: nothing more is written, the session is ending.
+    stalled: bool,
 }
 
 impl Conn {
@@ -380,13 +400,37 @@ impl Conn {
         if self.output.is_empty() {
             return Ok(());
         }
-        let result = self.io.write_all(&self.output).await;
+        let result = if self.stalled {
+            Err(std::io::ErrorKind::TimedOut.into())
+        } else {
+            let (io, output) = (&mut self.io, &self.output);
+            let write = async move {
+                io.write_all(output).await?;
+                io.flush().await
+            };
+            match tokio::time::timeout(self.write_timeout, write).await {
+                Ok(result) => result,
+                Err(_elapsed) => {
+                    self.stalled = true;
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the peer stopped reading",
+                    ))
+                }
+            }
+        };
         self.output.clear();
         if self.output.capacity() > OUTPUT_HIGH_WATER * 2 {
             self.output = Vec::new();
         }
-        result?;
-        self.io.flush().await
+        result
+    }
+
+    /// Closes the write side (a TLS close_notify may need the peer to read: bounded too).
+    async fn shutdown(&mut self) {
+        if !self.stalled {
+            let _ = tokio::time::timeout(self.write_timeout, self.io.shutdown()).await;
+        }
     }
 }
 
@@ -444,5 +488,51 @@ mod empty {
         fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
             Poll::Ready(Ok(()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DynTransaction, Envelope, Limits, Peer, Reply};
+
+    struct Refuse;
+
+    impl MailDispatch for Refuse {
+        type Transaction = Box<dyn DynTransaction>;
+        async fn open(&self, _: &SessionInfo, _: &Envelope) -> Result<Self::Transaction, Reply> {
+            Err(reply::DELIVERY_FAILED)
+        }
+    }
+
+    /// Regression: a peer that pipelines commands and never reads the replies used to hold its
+    /// session (and connection slot) forever, the driver waiting to write with no timeout.
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_stops_reading_times_out() {
+        let limits = Limits {
+            command_timeout: Duration::from_secs(300),
+            ..Limits::default()
+        };
+        let config = SessionConfig {
+            limits,
+            ..SessionConfig::default()
+        };
+        let driver = Driver::new(Refuse, (), config);
+        let (server, mut client) = tokio::io::duplex(1024);
+        let writer = tokio::spawn(async move {
+            let noops = b"NOOP\r\n".repeat(20_000);
+            let _ = client.write_all(&noops).await;
+        });
+        let started = tokio::time::Instant::now();
+        let run = driver.run(server, SessionInfo::new(Peer::Stdio, "mx.test"));
+        let summary = tokio::time::timeout(Duration::from_secs(3600), run)
+            .await
+            .expect("the session ends");
+        assert_eq!(summary.end, End::Timeout);
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_secs(300) && waited < Duration::from_secs(700));
+        writer
+            .await
+            .expect("the writer ends once the session is gone");
     }
 }
