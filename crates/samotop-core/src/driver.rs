@@ -134,6 +134,7 @@ impl<D: MailDispatch, G: Guard> Driver<D, G> {
             output: Vec::new(),
             write_timeout: self.config.limits.command_timeout,
             stalled: false,
+            deadline: None,
         };
         let mut session = Session::new(self.config.clone(), info);
         let mut tx: Option<D::Transaction> = None;
@@ -187,6 +188,10 @@ impl<D: MailDispatch, G: Guard> Driver<D, G> {
                 let used = session.feed(&conn.input);
                 if used > 0 {
                     conn.input.advance(used);
+                    if !session.is_discarding() {
+                        // A whole command (or data) arrived: the clock starts again.
+                        conn.deadline = None;
+                    }
                     continue;
                 }
             }
@@ -231,8 +236,16 @@ impl<D: MailDispatch, G: Guard> Driver<D, G> {
         if conn.input.capacity() - conn.input.len() < want / 4 {
             conn.input.reserve(want);
         }
-        let timeout = session.read_timeout();
-        let read = tokio::time::timeout(timeout, conn.io.read_buf(&mut conn.input));
+        // Message data: each read must come within the data timeout (RFC 5321 4.5.3.2.6).
+        // Commands: the whole line must, so a client trickling a byte at a time cannot hold
+        // its session past the command timeout.
+        let now = tokio::time::Instant::now();
+        let deadline = if session.in_data() {
+            now + session.read_timeout()
+        } else {
+            *conn.deadline.get_or_insert(now + session.read_timeout())
+        };
+        let read = tokio::time::timeout_at(deadline, conn.io.read_buf(&mut conn.input));
         let signal = async {
             match shutdown.as_mut() {
                 Some(rx) if !*rx.borrow() => {
@@ -393,6 +406,8 @@ struct Conn {
     write_timeout: Duration,
     /// A write timed out: nothing more is written, the session is ending.
     stalled: bool,
+    /// When the command being received must be complete; `None` until a read starts.
+    deadline: Option<tokio::time::Instant>,
 }
 
 impl Conn {
@@ -534,5 +549,39 @@ mod tests {
         writer
             .await
             .expect("the writer ends once the session is gone");
+    }
+
+    /// A client trickling a command a byte at a time is dropped once the whole line has not
+    /// arrived within the command timeout, though each byte came well within it.
+    #[tokio::test(start_paused = true)]
+    async fn a_trickled_command_times_out_as_a_whole() {
+        let config = SessionConfig {
+            limits: Limits {
+                command_timeout: Duration::from_secs(10),
+                ..Limits::default()
+            },
+            ..SessionConfig::default()
+        };
+        let driver = Driver::new(Refuse, (), config);
+        let (server, mut client) = tokio::io::duplex(1024);
+        let trickler = tokio::spawn(async move {
+            for &b in b"NOOP NOOP NOOP NOOP\r\n" {
+                if client.write_all(&[b]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            let mut replies = Vec::new();
+            let _ = client.read_to_end(&mut replies).await;
+            replies
+        });
+        let started = tokio::time::Instant::now();
+        let summary = driver
+            .run(server, SessionInfo::new(Peer::Stdio, "mx.test"))
+            .await;
+        assert_eq!(summary.end, End::Timeout);
+        assert!(started.elapsed() <= Duration::from_secs(12));
+        let replies = trickler.await.expect("the client ends");
+        assert!(replies.ends_with(b"421 4.4.2 Timeout, closing connection\r\n"));
     }
 }

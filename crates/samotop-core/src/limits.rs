@@ -20,7 +20,8 @@ pub struct Limits {
     /// Bad commands in one session. Default 10.
     /// Over it: [`crate::reply::TOO_MANY_ERRORS`] and the connection is closed.
     pub max_errors: usize,
-    /// Wait for a command. RFC 5321 4.5.3.2.7: 5 minutes. Over it: [`crate::reply::TIMEOUT`].
+    /// Wait for a whole command line (however it trickles in), and for the peer to read our
+    /// replies. RFC 5321 4.5.3.2.7: 5 minutes. Over it: [`crate::reply::TIMEOUT`].
     pub command_timeout: Duration,
     /// Wait for the next block of message data. RFC 5321 4.5.3.2.6: 3 minutes (the server's
     /// own wait is not given; the client's data block timeout is used). Over it:

@@ -52,12 +52,30 @@ pub struct Shared {
 /// Binds a listener address, with a clear error.
 pub async fn bind(addr: &ListenAddr) -> Result<Socket, String> {
     match addr {
-        ListenAddr::Tcp(a) => TcpListener::bind(a.as_str())
+        ListenAddr::Tcp(a) => bind_tcp(a)
             .await
             .map(Socket::Tcp)
             .map_err(|e| format!("cannot listen on {a}: {e}")),
         ListenAddr::Unix(path) => bind_unix(path).await,
     }
+}
+
+/// Connections the kernel queues before we accept them: bursts of connects must not overflow
+/// the standard library's default of 128.
+const BACKLOG: u32 = 1024;
+
+async fn bind_tcp(addr: &str) -> std::io::Result<TcpListener> {
+    let addr = tokio::net::lookup_host(addr).await?.next().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "the name has no address")
+    })?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 async fn bind_unix(path: &Path) -> Result<Socket, String> {

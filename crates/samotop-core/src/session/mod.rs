@@ -259,6 +259,11 @@ impl Session {
         matches!(self.input, Input::Data(_) | Input::Bdat { .. })
     }
 
+    /// True while the rest of an over-long command line is being thrown away.
+    pub(crate) fn is_discarding(&self) -> bool {
+        matches!(self.input, Input::Discard)
+    }
+
     /// How long the driver should wait for more input before calling
     /// [`timed_out`](Session::timed_out): the data timeout inside message data, else the
     /// command timeout.
