@@ -10,6 +10,10 @@
 //! What is stored is `Return-Path: <sender>` followed by exactly the bytes the session
 //! wrote (its trace header fields, then the message), byte for byte.
 //!
+//! When many sessions commit at once, one `fsync` of `new/` serves every rename made
+//! before it started: commits that arrive while it runs share the next one (group commit),
+//! so the directory is written once per batch rather than once per message.
+//!
 //! File work runs on tokio's blocking threads, never on the reactor. Data is gathered into
 //! a buffer and written once 64 KiB have come, one write in flight while the next chunk
 //! arrives, so a message of any size costs about 256 KiB per transaction; a small message
@@ -23,6 +27,7 @@
 mod layout;
 mod name;
 mod store;
+mod sync;
 
 use std::mem;
 use std::path::{Path, PathBuf};
@@ -37,6 +42,7 @@ use tokio::task::JoinHandle;
 use crate::Error;
 pub use layout::Layout;
 use store::Copy;
+use sync::DirSyncs;
 
 /// Data is handed to a blocking thread once this much is gathered.
 const FLUSH_AT: usize = 64 * 1024;
@@ -61,6 +67,8 @@ pub struct Maildir {
 struct Config {
     root: PathBuf,
     layout: Layout,
+    /// `fsync`s of `new/` shared by the commits running at the same time.
+    syncs: DirSyncs,
 }
 
 impl Maildir {
@@ -72,6 +80,7 @@ impl Maildir {
             config: Arc::new(Config {
                 root: dir.into(),
                 layout,
+                syncs: DirSyncs::default(),
             }),
         }
     }
@@ -335,8 +344,9 @@ impl Transaction for MaildirTransaction {
             Err(reply) => return self.all(reply),
         };
         let tail = mem::take(&mut self.buf);
-        let results = match tokio::task::spawn_blocking(move || store::deliver(copies, &tail)).await
-        {
+        let config = self.config.clone();
+        let deliver = move || store::deliver(&config.syncs, copies, &tail);
+        let results = match tokio::task::spawn_blocking(deliver).await {
             Ok(results) => results,
             Err(e) => {
                 let reason = e.to_string();

@@ -2,7 +2,8 @@
 //! function here runs on a blocking thread.
 //!
 //! Syscalls for one copy of a message of k writes: `open(tmp/N)`, k × `write`, `fsync`,
-//! `close`, `rename(tmp/N, new/N)`, `open(new)`, `fsync`, `close`. Directories are made
+//! `close`, `rename(tmp/N, new/N)`, then `open(new)`, `fsync`, `close`, shared by the
+//! commits that wait for it at the same time (see [`super::sync`]). Directories are made
 //! only when an `open` or `rename` finds them missing.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
@@ -10,6 +11,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use super::name;
+use super::sync::DirSyncs;
 use crate::Error;
 
 /// Names tried when a name is already taken (which the name scheme should make impossible).
@@ -110,9 +112,14 @@ pub(crate) fn write_all(copies: &mut [Copy], data: &[u8]) -> Result<(), Error> {
 }
 
 /// Finishes every copy: appends `tail`, `fsync`s and closes the file, renames it into
-/// `new/`, `fsync`s each `new/` once. Per copy, in order: the path in `new/`, or the error
-/// (and then nothing of that copy is left in `tmp/` or `new/`).
-pub(crate) fn deliver(copies: Vec<Copy>, tail: &[u8]) -> Vec<Result<PathBuf, Error>> {
+/// `new/`, `fsync`s each `new/` once (shared with concurrent commits through `syncs`). Per
+/// copy, in order: the path in `new/`, or the error (and then nothing of that copy is left
+/// in `tmp/` or `new/`).
+pub(crate) fn deliver(
+    syncs: &DirSyncs,
+    copies: Vec<Copy>,
+    tail: &[u8],
+) -> Vec<Result<PathBuf, Error>> {
     // 1. Data on disk, files closed.
     let staged: Vec<Result<(PathBuf, String), Error>> = copies
         .into_iter()
@@ -162,7 +169,7 @@ pub(crate) fn deliver(copies: Vec<Copy>, tail: &[u8]) -> Vec<Result<PathBuf, Err
             continue;
         }
         let new_dir = new_dir.to_path_buf();
-        if let Err(e) = File::open(&new_dir).and_then(|d| d.sync_all()) {
+        if let Err(e) = syncs.sync(&new_dir) {
             // Whether those entries survive a crash is unknown: take them back.
             for result in moved.iter_mut().skip(i) {
                 if let Ok(path) = result {
@@ -344,7 +351,7 @@ mod tests {
         assert_eq!(names(&dir), ["cur", "new", "tmp"]);
         write_all(&mut copies, b"Hello ").expect("write");
         let name = copies[0].name.clone();
-        let results = deliver(copies, b"world\r\n");
+        let results = deliver(&DirSyncs::default(), copies, b"world\r\n");
         let path = results[0].as_ref().expect("delivered");
         assert_eq!(path, &dir.join("new").join(&name));
         assert_eq!(fs::read(path).expect("read"), b"Hello world\r\n");
@@ -358,7 +365,7 @@ mod tests {
         fs::create_dir(dir.join("tmp")).expect("tmp");
         fs::write(dir.join("new"), b"not a directory").expect("new");
         let copies = open_all(std::slice::from_ref(&dir)).expect("open");
-        let results = deliver(copies, b"x");
+        let results = deliver(&DirSyncs::default(), copies, b"x");
         assert!(
             matches!(results[0], Err(Error::Rename { .. })),
             "{results:?}"

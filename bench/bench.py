@@ -1,0 +1,793 @@
+#!/usr/bin/python3
+"""Side-by-side SMTP receiver benchmark: samotop against smtp-sink, Postfix and aiosmtpd.
+
+Started by scripts/bench, which installs what is missing and builds the release binary.
+
+Every server runs on a fresh loopback port with an empty temporary directory:
+  samotop-null      samotop --deliver null
+  samotop-maildir   samotop --deliver maildir:DIR   (tmp/, fsync, rename, fsync new/)
+  smtp-sink         Postfix's protocol-only sink: the upper bound of the protocol
+  postfix           a throw-away Postfix instance; smtpd -> cleanup -> queue file, fsync,
+                    kept in the hold queue (durable, never delivered)
+  aiosmtpd-discard  Debian's python3-aiosmtpd, 250 and forget
+  aiosmtpd-maildir  aiosmtpd storing like samotop's Maildir (tmp/, fsync, rename, fsync new/)
+
+Each is driven by Postfix's smtp-source in interleaved rounds, the server order rotated
+each round. Per server and case: messages/s (median, min-max), the server's CPU per
+message (utime+stime of the whole process tree, exited children included), peak memory.
+Then: memory per idle connection, memory while one 100 MB message streams through, and
+the disk's own limit for durable Maildir writes.
+
+Knobs (environment; scripts/bench --quick / --full set the first two):
+  BENCH_ROUNDS=3          rounds per (server, case)
+  BENCH_SECONDS=1         target seconds per measurement (counts come from a warm-up)
+  BENCH_SERVERS=a,b       only these servers (names above)
+  BENCH_CASES=a,b         only these cases (names in CASES below)
+  BENCH_IDLE_CONNS=10000  idle connections (0: skip)
+  BENCH_BIG_MB=100        size of the streamed message in MB (0: skip)
+  BENCH_DISK_SECONDS=2    seconds per disk-rate measurement (0: skip)
+  BENCH_TMPDIR=DIR        where the temporary directories go (default: the system's)
+  BENCH_OUT=FILE          also write the markdown report here (and FILE.json)
+  SAMOTOP=PATH            the samotop binary (default target/bench/release/samotop)
+  BENCH_BASELINE=PATH     another samotop binary, run as base-null and base-maildir (A/B
+                          of a change in one interleaved run; name them in BENCH_SERVERS)
+"""
+
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+SMTP_SOURCE = "/usr/sbin/smtp-source"
+SMTP_SINK = "/usr/sbin/smtp-sink"
+PY = "/usr/bin/python3"
+TICK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+# name: (message body bytes, parallel sessions, recipients, messages per connection > 1)
+CASES = {
+    "1k-s1": (1024, 1, 1, True),
+    "1k-s32": (1024, 32, 1, True),
+    "100k-s8": (102400, 8, 1, True),
+    "1k-conn-s32": (1024, 32, 1, False),
+    "1k-10rcpt-s8": (1024, 8, 10, True),
+}
+CASE_TEXT = {
+    "1k-s1": "1 KiB, 1 session",
+    "1k-s32": "1 KiB, 32 sessions",
+    "100k-s8": "100 KiB, 8 sessions",
+    "1k-conn-s32": "1 KiB, 1 msg/connection, 32 parallel",
+    "1k-10rcpt-s8": "1 KiB, 10 rcpts, 8 sessions",
+}
+# Messages in the warm-up of each case; the measured counts are scaled from its rate.
+WARMUP = {"1k-s1": 200, "1k-s32": 1000, "100k-s8": 80, "1k-conn-s32": 400, "1k-10rcpt-s8": 300}
+# samotop ends a session after 1000 transactions (Limits::max_transactions): stay below.
+PER_SESSION = 900
+MAX_COUNT = 200_000
+SERVERS = [
+    "samotop-null",
+    "samotop-maildir",
+    "smtp-sink",
+    "postfix",
+    "aiosmtpd-discard",
+    "aiosmtpd-maildir",
+]
+# Each server is compared with the samotop of its class.
+CLASS = {
+    "samotop-null": "samotop-null",
+    "smtp-sink": "samotop-null",
+    "aiosmtpd-discard": "samotop-null",
+    "samotop-maildir": "samotop-maildir",
+    "postfix": "samotop-maildir",
+    "aiosmtpd-maildir": "samotop-maildir",
+    "base-null": "samotop-null",
+    "base-maildir": "samotop-maildir",
+}
+
+
+def log(*a):
+    print("bench:", *a, file=sys.stderr, flush=True)
+
+
+def env_int(name, default):
+    return int(os.environ.get(name, default))
+
+
+def env_float(name, default):
+    return float(os.environ.get(name, default))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_banner(port, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                if s.recv(512).startswith(b"220"):
+                    s.sendall(b"QUIT\r\n")
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def raise_nofile(n):
+    """Raises the soft limit of open files towards n (the hard limit too, where allowed)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= n:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, max(n, hard)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(n, hard), hard))
+
+
+# ---------------------------------------------------------------- /proc
+
+
+def proc_stat(pid):
+    """(ppid, utime+stime, cutime+cstime) in ticks, or None."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            s = f.read()
+    except OSError:
+        return None
+    rest = s[s.rindex(")") + 2 :].split()
+    # rest[0] is field 3 (state): field n is rest[n - 3]
+    return int(rest[1]), int(rest[11]) + int(rest[12]), int(rest[13]) + int(rest[14])
+
+
+def all_ppids():
+    out = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            st = proc_stat(int(d))
+            if st:
+                out[int(d)] = st[0]
+    return out
+
+
+def tree(root):
+    """root and its descendants."""
+    ppids = all_ppids()
+    pids, frontier = {root}, [root]
+    while frontier:
+        p = frontier.pop()
+        for c, pp in ppids.items():
+            if pp == p and c not in pids:
+                pids.add(c)
+                frontier.append(c)
+    return pids
+
+
+def cpu_ticks(root):
+    """CPU of the tree: live processes' own time plus the reaped children's."""
+    total = 0
+    for pid in tree(root):
+        st = proc_stat(pid)
+        if st:
+            total += st[1] + (st[2] if pid == root else 0)
+    return total
+
+
+def rss_bytes(pid):
+    try:
+        with open("/proc/%d/statm" % pid) as f:
+            return int(f.read().split()[1]) * PAGE
+    except OSError:
+        return 0
+
+
+def pss_bytes(pid):
+    try:
+        with open("/proc/%d/smaps_rollup" % pid) as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def status_kb(pid, key):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def reset_hwm(pid):
+    try:
+        with open("/proc/%d/clear_refs" % pid, "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+class MemSampler:
+    """Samples the memory of a server's processes (RSS of one, PSS sum of many)."""
+
+    def __init__(self, server, interval=0.05):
+        self.server, self.interval = server, interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.server.memory())
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        if self.server.single:
+            reset_hwm(self.server.pid)
+        self._t.start()
+        return self
+
+    def __exit__(self, *a):
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, self.server.memory())
+        if self.server.single:
+            self.peak = max(self.peak, status_kb(self.server.pid, "VmHWM") * 1024)
+
+
+# ---------------------------------------------------------------- servers
+
+
+class Server:
+    """A server under test: one process (single) or a process tree (Postfix)."""
+
+    single = True
+
+    def __init__(self, name, base):
+        self.name = name
+        self.dir = os.path.join(base, name)
+        os.makedirs(self.dir)
+        self.port = free_port()
+        self.proc = None
+        self.pid = None
+
+    def memory(self):
+        if self.single:
+            return rss_bytes(self.pid)
+        return sum(pss_bytes(p) for p in tree(self.pid))
+
+    def spawn(self, argv, nofile=4096, env=None):
+        logf = open(os.path.join(self.dir, "server.log"), "wb")
+
+        def pre():
+            os.setsid()
+            raise_nofile(nofile)
+
+        self.proc = subprocess.Popen(
+            argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            preexec_fn=pre, env=env,
+        )
+        self.pid = self.proc.pid
+        if not wait_banner(self.port):
+            self.stop()
+            raise RuntimeError("%s did not come up; see %s/server.log" % (self.name, self.dir))
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Samotop(Server):
+    def __init__(self, name, base, binary, deliver, extra=(), nofile=4096):
+        super().__init__(name, base)
+        self.maildir = os.path.join(self.dir, "maildir")
+        target = "maildir:" + self.maildir if deliver == "maildir" else "null"
+        argv = [
+            binary, "--smtp", "127.0.0.1:%d" % self.port, "--deliver", target,
+            "--spf", "off", "--max-connections-per-ip", "0",
+            "--max-message-size", str(200 * 1024 * 1024), "--shutdown-grace", "1",
+            "--name", "samotop.bench", *extra,
+        ]
+        self.spawn(argv, nofile=nofile)
+
+
+class Sink(Server):
+    def __init__(self, name, base, nofile=4096, max_conns=256):
+        super().__init__(name, base)
+        argv = [SMTP_SINK, "-u", "nobody", "-m", str(max_conns), "-h", "sink.bench",
+                "127.0.0.1:%d" % self.port, "1024"]
+        self.spawn(argv, nofile=nofile)
+
+
+class Aiosmtpd(Server):
+    def __init__(self, name, base, mode, nofile=4096):
+        super().__init__(name, base)
+        self.maildir = os.path.join(self.dir, "maildir")
+        argv = [PY, os.path.join(HERE, "aiosmtpd_server.py"), "--port", str(self.port),
+                "--mode", mode, "--dir", self.maildir]
+        self.spawn(argv, nofile=nofile)
+
+
+POSTFIX_MAIN = """\
+# A throw-away instance for scripts/bench: loopback only, every message fsynced into the
+# queue and kept in the hold queue (never delivered, never bounced).
+compatibility_level = 3.6
+queue_directory = {dir}/queue
+data_directory = {dir}/data
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = postfix.bench
+mydomain = bench
+myorigin = $myhostname
+mydestination =
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination
+# HOLD: the queue file is written and fsynced by cleanup, then parked in hold/.
+smtpd_end_of_data_restrictions = check_client_access static:HOLD
+# Held mail is never picked up by qmgr, so flow-control tokens would never come back:
+# without this each message would wait up to 1 s (in_flow_delay) once the tokens run out.
+in_flow_delay = 0
+smtpd_peername_lookup = no
+smtpd_client_connection_count_limit = 0
+smtpd_client_connection_rate_limit = 0
+smtpd_client_message_rate_limit = 0
+default_process_limit = 200
+message_size_limit = 209715200
+alias_maps =
+alias_database =
+biff = no
+smtpd_tls_security_level = none
+smtp_tls_security_level = none
+maillog_file = {dir}/maillog
+maillog_file_prefixes = {dir}
+"""
+
+
+class Postfix(Server):
+    single = False
+
+    def __init__(self, name, base):
+        super().__init__(name, base)
+        d = self.dir
+        os.chmod(base, 0o755)  # postfix's processes must reach the queue
+        os.chmod(d, 0o755)
+        conf = os.path.join(d, "conf")
+        os.makedirs(conf)
+        os.makedirs(os.path.join(d, "queue"))
+        os.makedirs(os.path.join(d, "data"))
+        shutil.chown(os.path.join(d, "data"), "postfix")
+        with open(os.path.join(conf, "main.cf"), "w") as f:
+            f.write(POSTFIX_MAIN.format(dir=d))
+        with open("/etc/postfix/master.cf") as f:
+            master = f.read().splitlines()
+        out = []
+        for line in master:
+            fields = line.split()
+            if line and not line[0].isspace() and not line.startswith("#") and len(fields) >= 8:
+                if fields[1] == "inet":
+                    continue  # no listener but ours
+                fields[4] = "n"  # no chroot: the queue is not set up for one
+                line = " ".join(fields)
+            out.append(line)
+        out.append("127.0.0.1:%d inet n - n - - smtpd" % self.port)
+        with open(os.path.join(conf, "master.cf"), "w") as f:
+            f.write("\n".join(out) + "\n")
+        self.conf = conf
+        r = subprocess.run(["/usr/sbin/postfix", "-c", conf, "start"], capture_output=True,
+                           text=True, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError("postfix start failed: %s %s; see %s/maillog"
+                               % (r.stdout, r.stderr, d))
+        pidfile = os.path.join(d, "queue", "pid", "master.pid")
+        for _ in range(100):
+            if os.path.exists(pidfile):
+                break
+            time.sleep(0.1)
+        with open(pidfile) as f:
+            self.pid = int(f.read().split()[0])
+        if not wait_banner(self.port):
+            self.stop()
+            raise RuntimeError("postfix did not answer; see %s/maillog" % d)
+
+    def stop(self):
+        subprocess.run(["/usr/sbin/postfix", "-c", self.conf, "stop"], capture_output=True,
+                       timeout=60)
+
+
+def start(name, base, samotop):
+    if name == "samotop-null":
+        return Samotop(name, base, samotop, "null")
+    if name == "samotop-maildir":
+        return Samotop(name, base, samotop, "maildir")
+    if name in ("base-null", "base-maildir"):
+        binary = os.environ.get("BENCH_BASELINE")
+        if not binary:
+            raise ValueError("%s needs BENCH_BASELINE=PATH" % name)
+        return Samotop(name, base, binary, name.split("-")[1])
+    if name == "smtp-sink":
+        return Sink(name, base)
+    if name == "postfix":
+        return Postfix(name, base)
+    if name == "aiosmtpd-discard":
+        return Aiosmtpd(name, base, "discard")
+    if name == "aiosmtpd-maildir":
+        return Aiosmtpd(name, base, "maildir")
+    raise ValueError(name)
+
+
+# ---------------------------------------------------------------- driving
+
+
+def source(port, size, sessions, rcpts, reuse, count, timeout):
+    argv = [SMTP_SOURCE, "-s", str(sessions), "-m", str(count), "-l", str(size),
+            "-f", "bench@source.test", "-t", "rcpt@sink.test", "-M", "source.test"]
+    if reuse:
+        argv.append("-d")
+    if rcpts > 1:
+        argv += ["-r", str(rcpts)]
+    argv.append("127.0.0.1:%d" % port)
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise RuntimeError("smtp-source %s: %s" % (" ".join(argv[1:]), r.stderr.strip()))
+
+
+def measure(server, case, count):
+    """Sends `count` messages; returns (messages/s, CPU µs per message, peak bytes)."""
+    size, sessions, rcpts, reuse = CASES[case]
+    if reuse:
+        runs = max(1, -(-count // (sessions * PER_SESSION)))
+    else:
+        runs = 1
+    per_run = max(sessions, -(-count // runs))
+    sent = per_run * runs
+    with MemSampler(server) as mem:
+        cpu0 = cpu_ticks(server.pid)
+        t0 = time.monotonic()
+        for _ in range(runs):
+            source(server.port, size, sessions, rcpts, reuse, per_run, timeout=300)
+        elapsed = time.monotonic() - t0
+        cpu1 = cpu_ticks(server.pid)
+    return {
+        "rate": sent / elapsed,
+        "cpu_us": (cpu1 - cpu0) / TICK * 1e6 / sent,
+        "peak": mem.peak,
+        "count": sent,
+        "seconds": elapsed,
+    }
+
+
+def run_matrix(servers, cases, rounds, seconds):
+    counts = {}
+    log("warm-up and calibration (%.0f s per measurement)" % seconds)
+    for case in cases:
+        for s in servers:
+            try:
+                m = measure(s, case, WARMUP[case])
+            except Exception as e:  # noqa: BLE001 - a failing server is reported, not fatal
+                log("%s %s: warm-up failed: %s" % (s.name, case, e))
+                continue
+            sessions = CASES[case][1]
+            counts[(s.name, case)] = int(min(MAX_COUNT, max(sessions * 4, m["rate"] * seconds)))
+    results = {}
+    for r in range(rounds):
+        order = servers[r % len(servers):] + servers[: r % len(servers)]
+        log("round %d/%d: %s" % (r + 1, rounds, " ".join(s.name for s in order)))
+        for case in cases:
+            for s in order:
+                key = (s.name, case)
+                if key not in counts:
+                    continue
+                try:
+                    m = measure(s, case, counts[key])
+                except Exception as e:  # noqa: BLE001
+                    log("%s %s: %s" % (s.name, case, e))
+                    results.setdefault(key, []).append({"error": str(e)})
+                    continue
+                results.setdefault(key, []).append(m)
+                log("  %-16s %-13s %8.0f msg/s  %6.1f µs CPU/msg" % (s.name, case, m["rate"],
+                                                                    m["cpu_us"]))
+    return results
+
+
+# ---------------------------------------------------------------- extras
+
+
+def idle_memory(name, base, samotop, n):
+    """Memory per idle connection: (banner-only, after EHLO) bytes per connection."""
+    out = {}
+    for ehlo in (False, True):
+        nofile = n + 1024
+        if name == "samotop":
+            s = Samotop("idle-samotop-%d" % ehlo, base, samotop, "null",
+                        extra=["--max-connections", str(n + 100)], nofile=nofile)
+        elif name == "smtp-sink":
+            s = Sink("idle-sink-%d" % ehlo, base, nofile=nofile, max_conns=n + 100)
+        else:
+            s = Aiosmtpd("idle-aiosmtpd-%d" % ehlo, base, "discard", nofile=nofile)
+        try:
+            time.sleep(0.3)
+            before_rss, before_pss = rss_bytes(s.pid), pss_bytes(s.pid)
+            argv = [PY, os.path.join(HERE, "idle_conns.py"), "127.0.0.1", str(s.port), str(n),
+                    "--hold", "120"] + (["--ehlo"] if ehlo else [])
+            client = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      text=True, preexec_fn=lambda: raise_nofile(n + 1024))
+            line = client.stdout.readline().split()
+            alive = int(line[1]) if len(line) == 2 else 0
+            time.sleep(0.5)
+            after_rss, after_pss = rss_bytes(s.pid), pss_bytes(s.pid)
+            client.stdin.close()
+            client.wait(60)
+            out["ehlo" if ehlo else "banner"] = {
+                "open": alive,
+                "rss_per_conn": (after_rss - before_rss) / max(alive, 1),
+                "pss_per_conn": (after_pss - before_pss) / max(alive, 1),
+                "rss_total": after_rss,
+            }
+            log("idle %s %s: %d open, %.0f B RSS/conn" % (
+                name, "ehlo" if ehlo else "banner", alive,
+                (after_rss - before_rss) / max(alive, 1)))
+        finally:
+            s.stop()
+    return out
+
+
+def big_message(server, mb):
+    """Memory growth while one message of `mb` MB streams through."""
+    before = server.memory()
+    t0 = time.monotonic()
+    with MemSampler(server, interval=0.02) as mem:
+        source(server.port, mb * 1024 * 1024, 1, 1, False, 1, timeout=600)
+    elapsed = time.monotonic() - t0
+    return {"before": before, "peak": mem.peak, "growth": mem.peak - before, "seconds": elapsed}
+
+
+def disk_rate(base, seconds):
+    d = os.path.join(base, "disk-rate")
+    r = subprocess.run([PY, os.path.join(HERE, "disk_rate.py"), d, "--threads", "1,16",
+                        "--seconds", str(seconds)], capture_output=True, text=True, timeout=600)
+    return json.loads(r.stdout)["files_per_s"]
+
+
+# ---------------------------------------------------------------- report
+
+
+def machine():
+    model = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) // 1024 // 1024
+    return {"nproc": os.cpu_count(), "cpu": model, "kernel": platform.release(),
+            "mem_gib": mem}
+
+
+def versions(samotop):
+    def cmd(argv):
+        try:
+            return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.strip()
+        except Exception:  # noqa: BLE001
+            return "?"
+    aio = cmd([PY, "-c", "import aiosmtpd; print(aiosmtpd.__version__)"])
+    pf = cmd(["postconf", "-h", "mail_version"])
+    git = cmd(["git", "-C", ROOT, "describe", "--always", "--dirty"])
+    return {"samotop": git, "postfix": pf, "aiosmtpd": aio, "python": platform.python_version()}
+
+
+def mib(b):
+    return b / 1024 / 1024
+
+
+def report(info, results, cases, servers, extras):
+    lines = []
+    add = lines.append
+    m = info["machine"]
+    add("Run of %s: %d rounds, ~%.0f s per measurement, samotop %s, Postfix %s, aiosmtpd %s."
+        % (info["date"], info["rounds"], info["seconds"], info["versions"]["samotop"],
+           info["versions"]["postfix"], info["versions"]["aiosmtpd"]))
+    add("Machine: %s, nproc %d, %d GiB, Linux %s; load average %s at start, %s at end."
+        % (m["cpu"], m["nproc"], m["mem_gib"], m["kernel"], info["load_start"], info["load_end"]))
+    add("")
+    add("| case | server | msg/s median | min–max | CPU µs/msg | peak MiB | samotop ÷ this |")
+    add("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    medians = {}
+    for case in cases:
+        for s in servers:
+            ok = [r for r in results.get((s, case), []) if "rate" in r]
+            if ok:
+                medians[(s, case)] = statistics.median(r["rate"] for r in ok)
+    for case in cases:
+        for s in servers:
+            rs = results.get((s, case), [])
+            ok = [r for r in rs if "rate" in r]
+            if not ok:
+                if rs:
+                    add("| %s | %s | failed | | | | |" % (CASE_TEXT[case], s))
+                continue
+            rates = [r["rate"] for r in ok]
+            med = medians[(s, case)]
+            cpu = statistics.median(r["cpu_us"] for r in ok)
+            peak = max(r["peak"] for r in ok)
+            ref = medians.get((CLASS[s], case))
+            ratio = "%.2f×" % (ref / med) if ref and s != CLASS[s] else "—"
+            fails = len(rs) - len(ok)
+            add("| %s | %s | %.0f | %.0f–%.0f%s | %.1f | %.1f | %s |" % (
+                CASE_TEXT[case], s, med, min(rates), max(rates),
+                " (%d failed)" % fails if fails else "", cpu, mib(peak), ratio))
+    add("")
+    add("Peak MiB: the process's peak RSS in the case (VmHWM reset before it), or for Postfix "
+        "the largest sampled sum of PSS over the instance's processes. CPU: utime+stime of the "
+        "server's processes (Postfix: master, all its children, reaped ones included) over the "
+        "messages sent. samotop ÷ this: the median of the samotop of the same class (null for "
+        "protocol-only servers, maildir for durable ones) over this server's median.")
+    if "idle" in extras:
+        add("")
+        add("| idle connections | state | open | RSS/conn | PSS/conn |")
+        add("| --- | --- | ---: | ---: | ---: |")
+        for name, v in extras["idle"].items():
+            for state, d in v.items():
+                add("| %s | after %s | %d | %.1f KiB | %.1f KiB |" % (
+                    name, "banner" if state == "banner" else "EHLO reply", d["open"],
+                    d["rss_per_conn"] / 1024, d["pss_per_conn"] / 1024))
+    if "big" in extras:
+        add("")
+        add("| one %d MB message | before MiB | peak MiB | growth MiB | seconds |"
+            % info["big_mb"])
+        add("| --- | ---: | ---: | ---: | ---: |")
+        for name, d in extras["big"].items():
+            if "error" in d:
+                add("| %s | failed: %s | | | |" % (name, d["error"]))
+                continue
+            add("| %s | %.1f | %.1f | %.1f | %.1f |" % (
+                name, mib(d["before"]), mib(d["peak"]), mib(d["growth"]), d["seconds"]))
+    if "disk" in extras:
+        add("")
+        d = extras["disk"]
+        add("Disk limit for durable Maildir writes (1 KiB: open, write, fsync, close, rename, "
+            "fsync dir): %s files/s with 1 thread, %s with 16."
+            % (d.get("1", "?"), d.get("16", "?")))
+    targets = []
+
+    def ratio(a, b):
+        if a in medians and b in medians:
+            return medians[a] / medians[b]
+        return None
+
+    for label, a, b, want in [
+        ("null, 1 KiB, 32 sessions vs smtp-sink", "samotop-null", "smtp-sink", 0.6),
+        ("null, 1 KiB, 32 sessions vs aiosmtpd-discard", "samotop-null", "aiosmtpd-discard", 4.0),
+        ("maildir, 1 KiB, 32 sessions vs Postfix", "samotop-maildir", "postfix", 1.0),
+        ("maildir, 1 KiB, 32 sessions vs aiosmtpd-maildir", "samotop-maildir",
+         "aiosmtpd-maildir", 2.0),
+    ]:
+        r = ratio((a, "1k-s32"), (b, "1k-s32"))
+        if r is not None:
+            targets.append("| %s | ≥ %.1f× | %.2f× | %s |" % (label, want, r,
+                                                               "met" if r >= want else "not met"))
+    idle = extras.get("idle", {}).get("samotop", {}).get("ehlo")
+    if idle:
+        k = idle["rss_per_conn"] / 1024
+        targets.append("| memory per idle connection (after EHLO) | ≤ 10 KiB | %.1f KiB | %s |"
+                       % (k, "met" if k <= 10 else "not met"))
+    for name in ("samotop-null", "samotop-maildir"):
+        d = extras.get("big", {}).get(name)
+        if d and "growth" in d:
+            g = mib(d["growth"])
+            targets.append("| RSS growth, %d MB message, %s | < 8 MiB | %.1f MiB | %s |"
+                           % (info["big_mb"], name, g, "met" if g < 8 else "not met"))
+    if targets:
+        add("")
+        add("| target | want | got | |")
+        add("| --- | ---: | ---: | --- |")
+        lines.extend(targets)
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    rounds = env_int("BENCH_ROUNDS", 3)
+    seconds = env_float("BENCH_SECONDS", 1)
+    samotop = os.environ.get("SAMOTOP", os.path.join(ROOT, "target/bench/release/samotop"))
+    names = [n for n in os.environ.get("BENCH_SERVERS", ",".join(SERVERS)).split(",") if n]
+    cases = [c for c in os.environ.get("BENCH_CASES", ",".join(CASES)).split(",") if c]
+    for n in names:
+        if n not in SERVERS and n not in ("base-null", "base-maildir"):
+            sys.exit("bench: unknown server %s (one of %s)" % (n, ", ".join(SERVERS)))
+    for c in cases:
+        if c not in CASES:
+            sys.exit("bench: unknown case %s (one of %s)" % (c, ", ".join(CASES)))
+    if not os.access(samotop, os.X_OK):
+        sys.exit("bench: no samotop binary at %s" % samotop)
+    raise_nofile(65536)
+    base = tempfile.mkdtemp(prefix="samotop-bench-", dir=os.environ.get("BENCH_TMPDIR"))
+    info = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "rounds": rounds,
+        "seconds": seconds,
+        "machine": machine(),
+        "versions": versions(samotop),
+        "load_start": "%.1f/%.1f/%.1f" % os.getloadavg(),
+        "big_mb": env_int("BENCH_BIG_MB", 100),
+    }
+    log("temporary directory %s" % base)
+    servers = []
+    extras = {}
+    results = {}
+    try:
+        for n in names:
+            log("starting %s" % n)
+            servers.append(start(n, base, samotop))
+        results = run_matrix(servers, cases, rounds, seconds)
+        mb = info["big_mb"]
+        if mb > 0:
+            extras["big"] = {}
+            for s in servers:
+                log("one %d MB message through %s" % (mb, s.name))
+                try:
+                    extras["big"][s.name] = big_message(s, mb)
+                except Exception as e:  # noqa: BLE001
+                    extras["big"][s.name] = {"error": str(e)}
+    finally:
+        for s in servers:
+            s.stop()
+    n = env_int("BENCH_IDLE_CONNS", 10000)
+    if n > 0:
+        extras["idle"] = {}
+        for name in ("samotop", "smtp-sink", "aiosmtpd"):
+            if name == "samotop" or any(s.name.startswith(name) for s in servers):
+                try:
+                    extras["idle"][name] = idle_memory(name, base, samotop, n)
+                except Exception as e:  # noqa: BLE001
+                    log("idle %s failed: %s" % (name, e))
+    ds = env_float("BENCH_DISK_SECONDS", 2)
+    if ds > 0:
+        log("disk rate")
+        extras["disk"] = disk_rate(base, ds)
+    info["load_end"] = "%.1f/%.1f/%.1f" % os.getloadavg()
+    text = report(info, results, cases, names, extras)
+    print(text)
+    out = os.environ.get("BENCH_OUT")
+    if out:
+        with open(out, "w") as f:
+            f.write(text)
+        with open(out + ".json", "w") as f:
+            json.dump({"info": info, "extras": extras,
+                       "results": {"%s %s" % k: v for k, v in results.items()}}, f, indent=1)
+    if os.environ.get("BENCH_KEEP"):
+        log("kept %s" % base)
+    else:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
