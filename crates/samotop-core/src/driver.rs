@@ -135,6 +135,7 @@ impl<D: MailDispatch, G: Guard> Driver<D, G> {
             write_timeout: self.config.limits.command_timeout,
             stalled: false,
             deadline: None,
+            busy: false,
         };
         let mut session = Session::new(self.config.clone(), info);
         let mut tx: Option<D::Transaction> = None;
@@ -228,14 +229,20 @@ impl<D: MailDispatch, G: Guard> Driver<D, G> {
                 return;
             }
         }
+        // Small for an idle session (memory per connection), larger once the peer fills what
+        // it is given (pipelining, message data).
         let want = if session.in_data() {
             64 * 1024
+        } else if conn.busy {
+            16 * 1024
         } else {
-            4 * 1024
+            1024
         };
-        if conn.input.capacity() - conn.input.len() < want / 4 {
+        let spare = conn.input.capacity() - conn.input.len();
+        if spare < want / 4 {
             conn.input.reserve(want);
         }
+        let spare = conn.input.capacity() - conn.input.len();
         // Message data: each read must come within the data timeout (RFC 5321 4.5.3.2.6).
         // Commands: the whole line must, so a client trickling a byte at a time cannot hold
         // its session past the command timeout.
@@ -260,7 +267,7 @@ impl<D: MailDispatch, G: Guard> Driver<D, G> {
             result = read => match result {
                 Err(_elapsed) => session.timed_out(),
                 Ok(Ok(0)) => session.eof(),
-                Ok(Ok(_)) => {}
+                Ok(Ok(n)) => conn.busy = n == spare,
                 Ok(Err(e)) => {
                     log::debug!("session {}: read failed: {e}", session.info().id);
                     session.failed();
@@ -408,6 +415,8 @@ struct Conn {
     stalled: bool,
     /// When the command being received must be complete; `None` until a read starts.
     deadline: Option<tokio::time::Instant>,
+    /// The last read filled the buffer: the peer has more to say.
+    busy: bool,
 }
 
 impl Conn {

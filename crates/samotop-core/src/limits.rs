@@ -30,8 +30,9 @@ pub struct Limits {
     /// Octets of message data handed to the sink at once. Bounds memory per session.
     /// Default 64 KiB.
     pub chunk_size: usize,
-    /// Transactions in one session. Default 1000. Over it: [`crate::reply::TOO_MANY_ERRORS`]'s
-    /// sibling [`crate::reply::RATE_LIMITED`] at MAIL.
+    /// Transactions in one session. Default 1000. Over it, MAIL gets
+    /// [`crate::reply::TOO_MANY_TRANSACTIONS`] and the connection is closed (a client that
+    /// reconnects goes on; a session cannot run forever).
     pub max_transactions: usize,
 }
 

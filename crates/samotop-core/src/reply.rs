@@ -187,6 +187,12 @@ pub const TOO_MANY_CONNECTIONS: Reply =
 /// 421 4.7.0: this peer has too many connections open.
 pub const TOO_MANY_CONNECTIONS_FROM_IP: Reply =
     Reply::new(421, [4, 7, 0], "Too many connections from your address");
+/// 421 4.7.0: one session ran its limit of transactions; the client may reconnect.
+pub const TOO_MANY_TRANSACTIONS: Reply = Reply::new(
+    421,
+    [4, 7, 0],
+    "Too many transactions in one session, please reconnect",
+);
 /// 421 4.3.2: the server is shutting down.
 pub const SHUTTING_DOWN: Reply =
     Reply::new(421, [4, 3, 2], "Service shutting down, try again later");

@@ -217,7 +217,7 @@ impl Session {
             return self.reply(reply::NEED_SMTPUTF8);
         }
         if self.transactions >= limits.max_transactions {
-            return self.reply(reply::RATE_LIMITED);
+            return self.close_with(Some(reply::TOO_MANY_TRANSACTIONS), End::Refused);
         }
         self.transactions += 1;
         let id = format!("{}.{}", self.info.id, self.transactions);
