@@ -292,6 +292,15 @@ pub const EARLY_TALKER: Reply = Reply::new(
 );
 /// 554 5.7.1: the connection is refused by policy.
 pub const CONNECTION_REFUSED: Reply = Reply::new(554, [5, 7, 1], "Connection refused");
+/// 550 5.7.23: SPF `fail`, the sender's domain does not permit the peer's IP (RFC 7208 8.4,
+/// RFC 7372 3.2). The SPF guard replaces the text with the domain and the IP.
+pub const SPF_FAIL: Reply = Reply::new(550, [5, 7, 23], "SPF check failed");
+/// 451 4.7.24: SPF `temperror`, the check could not be completed (RFC 7208 8.6, RFC 7372 3.2).
+pub const SPF_TEMPERROR: Reply = Reply::new(
+    451,
+    [4, 7, 24],
+    "SPF check could not be completed, try again later",
+);
 /// 555 5.5.4: a MAIL/RCPT parameter we do not support (RFC 5321 4.1.1.11).
 pub const UNSUPPORTED_PARAMETER: Reply = Reply::new(555, [5, 5, 4], "Unsupported parameter");
 /// 500 5.5.2: a BDAT chunk size we cannot take.
