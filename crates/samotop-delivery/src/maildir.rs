@@ -117,6 +117,15 @@ impl Maildir {
     /// the first message. Blocking, briefly; optional, since delivery makes whatever is
     /// missing.
     pub fn create_dirs(&self) -> Result<(), Error> {
+        if self.config.layout == Layout::Single {
+            let removed = store::clean_tmp(&self.config.root.join("tmp"), STALE_TMP);
+            if removed > 0 {
+                log::info!(
+                    "removed {removed} stale files (older than 36 hours) from {}/tmp",
+                    self.config.root.display()
+                );
+            }
+        }
         match self.config.layout {
             Layout::Single => store::make_maildir(&self.config.root),
             Layout::PerRecipient => {
@@ -128,6 +137,10 @@ impl Maildir {
         }
     }
 }
+
+/// Files in `tmp/` older than this are leftovers of a crash (the Maildir specification's
+/// 36 hours): no delivery takes that long.
+const STALE_TMP: std::time::Duration = std::time::Duration::from_secs(36 * 3600);
 
 impl MailDispatch for Maildir {
     type Transaction = MaildirTransaction;

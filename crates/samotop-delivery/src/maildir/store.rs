@@ -303,6 +303,28 @@ fn make_one(dir: &Path) -> Result<bool, Error> {
 }
 
 /// Closes and removes the files of unfinished copies.
+/// Removes regular files in `tmp` last modified more than `age` ago; returns how many.
+/// Errors (a missing directory, a file gone meanwhile) are not worth more than a skip.
+pub(crate) fn clean_tmp(tmp: &Path, age: std::time::Duration) -> usize {
+    let Ok(entries) = fs::read_dir(tmp) else {
+        return 0;
+    };
+    let now = std::time::SystemTime::now();
+    let mut removed = 0;
+    for entry in entries.flatten().take(1_000_000) {
+        let Ok(meta) = entry.metadata() else { continue };
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|elapsed| elapsed > age);
+        if meta.is_file() && old && fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 pub(crate) fn remove_copies(copies: Vec<Copy>) {
     for copy in copies {
         let path = copy.tmp_path();
@@ -341,6 +363,33 @@ mod tests {
             .unwrap_or_default();
         v.sort();
         v
+    }
+
+    #[test]
+    fn clean_tmp_removes_only_stale_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path().join("tmp");
+        fs::create_dir(&tmp).unwrap();
+        let old = tmp.join("old");
+        fs::write(&old, b"x").unwrap();
+        let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(40 * 3600);
+        fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        fs::write(tmp.join("fresh"), b"y").unwrap();
+        assert_eq!(
+            clean_tmp(&tmp, std::time::Duration::from_secs(36 * 3600)),
+            1
+        );
+        assert!(!old.exists());
+        assert!(tmp.join("fresh").exists());
+        assert_eq!(
+            clean_tmp(&dir.path().join("missing"), std::time::Duration::ZERO),
+            0
+        );
     }
 
     #[test]
