@@ -357,16 +357,16 @@ impl<D: MailDispatch, G: Guard> Driver<D, G> {
                 if !accepts(&verdict) {
                     return Answer::Verdict(verdict);
                 }
-                // Guard headers from this verdict are added by the session after it accepts;
-                // fold them into the trace block here so they reach the message.
-                let mut env = env.clone();
-                if let Verdict::AddHeader(h) = &verdict {
-                    env.headers.push(h.clone());
-                }
-                if let Err(reply) = t.begin(info, &env).await {
+                if let Err(reply) = t.begin(info, env).await {
                     return Answer::Verdict(Verdict::Reject(reply));
                 }
-                let headers = trace::trace_headers(info, &env, SystemTime::now());
+                // Fields this guard verdict adds go straight into the trace block, which is
+                // written now; the session is answered `Accept` so it adds them nowhere else.
+                let extra = match &verdict {
+                    Verdict::AddHeader(h) => Some(h.as_str()),
+                    _ => None,
+                };
+                let headers = trace::trace_headers(info, env, extra, SystemTime::now());
                 match t.write(headers.as_bytes()).await {
                     Ok(()) => Answer::Verdict(Verdict::Accept),
                     Err(reply) => Answer::Verdict(Verdict::Reject(reply)),

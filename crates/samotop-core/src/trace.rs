@@ -67,12 +67,21 @@ pub fn return_path(envelope: &Envelope) -> String {
     )
 }
 
-/// The header fields a session prepends to a message: `Received:` and those the guards added.
-pub fn trace_headers(info: &SessionInfo, envelope: &Envelope, now: SystemTime) -> String {
+/// The header fields a session prepends to a message: `Received:`, those the guards added to
+/// the envelope, then `extra` (fields a guard gave at DATA, separated by CR LF).
+pub fn trace_headers(
+    info: &SessionInfo,
+    envelope: &Envelope,
+    extra: Option<&str>,
+    now: SystemTime,
+) -> String {
     let mut h = received(info, envelope, now);
-    for field in &envelope.headers {
-        h.push_str(&sanitize_field(field));
-        h.push_str("\r\n");
+    let extra = extra.into_iter().flat_map(|e| e.split("\r\n"));
+    for field in envelope.headers.iter().map(String::as_str).chain(extra) {
+        if !field.is_empty() {
+            h.push_str(&sanitize_field(field));
+            h.push_str("\r\n");
+        }
     }
     h
 }
@@ -156,6 +165,20 @@ mod tests {
         assert_eq!(at(0), "Thu, 01 Jan 1970 00:00:00 +0000");
         assert_eq!(at(951_782_400), "Tue, 29 Feb 2000 00:00:00 +0000");
         assert_eq!(at(1_795_407_045), "Mon, 23 Nov 2026 04:10:45 +0000");
+    }
+
+    #[test]
+    fn data_guard_fields_stay_separate_fields() {
+        use crate::envelope::Peer;
+        let info = SessionInfo::new(Peer::Stdio, "mx");
+        let mut env = Envelope::new(
+            samotop_parser::ReversePath::Null,
+            Default::default(),
+            "i".into(),
+        );
+        env.headers.push("X-Mail: 1".into());
+        let h = trace_headers(&info, &env, Some("X-A: 2\r\nX-B: 3"), UNIX_EPOCH);
+        assert!(h.ends_with("\r\nX-Mail: 1\r\nX-A: 2\r\nX-B: 3\r\n"), "{h}");
     }
 
     #[test]

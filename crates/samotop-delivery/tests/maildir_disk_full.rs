@@ -83,7 +83,7 @@ async fn begin(maildir: &Maildir) -> impl Transaction {
     tx.add_recipient(&r).await.expect("rcpt");
     env.recipients.push(r);
     tx.begin(&info, &env).await.expect("begin");
-    let headers = trace::trace_headers(&info, &env, SystemTime::now());
+    let headers = trace::trace_headers(&info, &env, None, SystemTime::now());
     tx.write(headers.as_bytes()).await.expect("trace header");
     tx
 }
