@@ -219,30 +219,37 @@ def enhanced(texts):
 def stdout_messages(out):
     """Splits what `--deliver stdout` printed into messages.
 
-    Each message is an envelope line `MAIL FROM:<s> RCPT TO:<a>,<b>` CR LF, then the trace
-    header (`Received:` and its folded lines, which start with TAB), then the data exactly as
-    received. Returns a list of dicts: sender, rcpts (list), received (bytes, the whole field),
-    data (bytes). Fields a guard adds after Received (Received-SPF) are part of `data`: start
-    the server with `--spf off` to compare data exactly.
+    Each message is a frame: an envelope line `MAIL FROM:<s> RCPT TO:<a>,<b> LENGTH=n` CR LF,
+    then exactly n octets: the trace header (`Received:` and its folded lines, which start
+    with TAB), then the data exactly as received. Returns a list of dicts: sender, rcpts
+    (list), received (bytes, the whole field), data (bytes). Fields a guard adds after
+    Received (Received-SPF) are part of `data`: start the server with `--spf off` to compare
+    data exactly. A frame cut short (the server killed while printing) is not returned.
     """
     import re
 
-    head = re.compile(
-        rb"^MAIL FROM:<([^\r\n>]*)> RCPT TO:([^\r\n]*)\r\n"
-        rb"(Received: [^\r\n]*\r\n(?:\t[^\r\n]*\r\n)*)",
-        re.M,
-    )
-    found = list(head.finditer(out))
+    line = re.compile(rb"MAIL FROM:<([^\r\n>]*)> RCPT TO:([^\r\n]*) LENGTH=(\d+)\r\n")
+    received = re.compile(rb"Received: [^\r\n]*\r\n(?:\t[^\r\n]*\r\n)*")
     messages = []
-    for i, m in enumerate(found):
-        end = found[i + 1].start() if i + 1 < len(found) else len(out)
-        rcpts = [r.strip(b"<>").decode("utf-8", "replace") for r in m.group(2).split(b",") if r]
+    pos = 0
+    for _ in range(1_000_000):
+        m = line.match(out, pos)
+        if not m:
+            break
+        start = m.end()
+        end = start + int(m.group(3))
+        if end > len(out):
+            break
+        frame = out[start:end]
+        r = received.match(frame)
+        rcpts = [x.strip(b"<>").decode("utf-8", "replace") for x in m.group(2).split(b",") if x]
         messages.append(
             {
                 "sender": m.group(1).decode("utf-8", "replace"),
                 "rcpts": rcpts,
-                "received": m.group(3),
-                "data": out[m.end():end],
+                "received": r.group(0) if r else b"",
+                "data": frame[r.end():] if r else frame,
             }
         )
+        pos = end
     return messages

@@ -81,7 +81,7 @@ def test_early_talker_gets_554_and_is_disconnected(samotop):
     assert (code, enhanced(texts)) == (554, "5.5.1"), texts
     assert r.closed()
     r.close()
-    wait_until(lambda: "helo=- tls=no mails=0 rcpts=0 bytes=0 errors=0 end=refused" in s.log,
+    wait_until(lambda: "helo=- tls=no mails=0 rcpts=0 rejected=0 bytes=0 errors=0 end=refused" in s.log,
                what="the early talker's session log line")
     still_serving(s)
 

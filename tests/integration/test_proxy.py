@@ -228,7 +228,7 @@ def test_haproxy_smtp_health_checks_with_a_proxy_header(samotop, tmp_path, hapro
     s, md = start(samotop, tmp_path, *TRUST)
     haproxy(s.port, check="check check-send-proxy inter 200ms fall 2 rise 1")
     wait_until(
-        lambda: s.log.count("helo=haproxy.check tls=no mails=0 rcpts=0 bytes=0 errors=0 end=quit") >= 3,
+        lambda: s.log.count("helo=haproxy.check tls=no mails=0 rcpts=0 rejected=0 bytes=0 errors=0 end=quit") >= 3,
         what="three health checks that end with QUIT",
     )
     assert "closed:" not in s.log

@@ -61,28 +61,29 @@ fn run(input: &[u8], read: usize) -> usize {
                 }
                 Event::Chunk(data) => {
                     black_box(&data);
-                    session.resolve(Answer::Written(Ok(())));
+                    session.resolve(Answer::Done(Ok(())));
                 }
-                Event::Rcpt(_) => {
+                Event::AddRecipient => {
                     recipients += 1;
-                    session.resolve(Answer::Verdict(Verdict::Accept));
+                    session.resolve(Answer::Done(Ok(())));
                 }
                 Event::Commit => {
                     session.resolve(Answer::Committed(vec![Ok(()); recipients]));
                     recipients = 0;
                 }
-                Event::Mail => {
+                Event::Open => {
                     recipients = 0;
-                    session.resolve(Answer::Verdict(Verdict::Accept));
+                    session.resolve(Answer::Done(Ok(())));
                 }
+                Event::Guard(_) => session.resolve(Answer::Verdict(Verdict::Accept)),
                 Event::Abort | Event::Close | Event::StartTls => {}
-                _ => session.resolve(Answer::Verdict(Verdict::Accept)),
+                _ => session.resolve(Answer::Done(Ok(()))),
             }
         }
         if session.is_closed() {
             return replies;
         }
-        let used = session.feed(&buf);
+        let used = session.feed(&buf, std::time::UNIX_EPOCH);
         if used > 0 {
             buf.drain(..used);
             continue;

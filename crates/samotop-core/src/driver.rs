@@ -1,7 +1,9 @@
 //! The tokio driver: runs a [`Session`] over any `AsyncRead + AsyncWrite`.
 //!
-//! It owns the socket, the buffers and the timer; it asks the guards and the dispatch what the
-//! session asks; it decides no protocol (every reply comes from the session).
+//! It owns the socket, the buffers, the timers and the spool; it puts each question the
+//! session asks to the guards, the checks or the transaction, bounded by
+//! [`Limits::backend_timeout`](crate::Limits::backend_timeout); it decides no protocol (every
+//! reply comes from the session).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,12 +14,13 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
+use crate::check::{DataCheck, Scan};
 use crate::dispatch::{MailDispatch, Transaction};
 use crate::envelope::{SessionInfo, TlsInfo};
-use crate::guard::{Guard, Verdict};
+use crate::guard::Guard;
 use crate::reply;
-use crate::session::{Answer, End, Event, Session, SessionConfig, Stats};
-use crate::trace;
+use crate::session::{Answer, End, Event, Session, SessionConfig, Stage, Stats};
+use crate::spool::Spool;
 
 /// A byte stream a session can run over.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -29,16 +32,13 @@ pub type BoxIo = Box<dyn Io>;
 /// The future returned by [`TlsUpgrade::upgrade`].
 pub type UpgradeFuture = Pin<Box<dyn Future<Output = std::io::Result<(BoxIo, TlsInfo)>> + Send>>;
 
-/// Turns a plain stream into a TLS one (server side). The server binary implements it with
-/// rustls; the core does not depend on a TLS library.
+/// Turns a plain stream into a TLS one (server side). `samotop-server` implements it with
+/// rustls; the core does not depend on a TLS library. The driver bounds the handshake by
+/// [`Limits::handshake_timeout`](crate::Limits::handshake_timeout).
 pub trait TlsUpgrade: Send + Sync {
     /// Runs the server handshake on `io`.
     fn upgrade(&self, io: BoxIo) -> UpgradeFuture;
 }
-
-/// Flush replies once this many bytes are waiting, even mid-batch (a client that pipelines
-/// thousands of commands gets its replies in bounded pieces).
-const OUTPUT_HIGH_WATER: usize = 16 * 1024;
 
 /// How a session ended, with its counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,8 +49,8 @@ pub struct Summary {
     pub end: End,
 }
 
-/// Runs sessions: the dispatch, the guards, the session configuration and the TLS upgrade,
-/// shared by every connection of a listener.
+/// Runs sessions: the dispatch, the guards, the end-of-data checks, the session
+/// configuration and the TLS upgrade, shared by every connection of a listener.
 ///
 /// ```no_run
 /// # async fn example() -> std::io::Result<()> {
@@ -60,7 +60,7 @@ pub struct Summary {
 /// # impl samotop_core::MailDispatch for Null {
 /// #     type Transaction = Box<dyn samotop_core::DynTransaction>;
 /// #     async fn open(&self, _: &SessionInfo, _: &samotop_core::Envelope)
-/// #         -> Result<Self::Transaction, samotop_core::Reply> { Err(samotop_core::reply::DELIVERY_FAILED) }
+/// #         -> Result<Self::Transaction, samotop_core::Refusal> { Err(samotop_core::reply::DELIVERY_FAILED) }
 /// # }
 /// let driver = Arc::new(Driver::new(Null, (), SessionConfig::default()));
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:2525").await?;
@@ -74,25 +74,51 @@ pub struct Summary {
 /// }
 /// # }
 /// ```
-pub struct Driver<D, G> {
+///
+/// (The `samotop-server` crate's `Server` does this with every limit, PROXY, TLS and a
+/// graceful shutdown.)
+pub struct Driver<D, G, C = ()> {
     dispatch: D,
     guard: G,
+    checks: C,
     config: Arc<SessionConfig>,
     tls: Option<Arc<dyn TlsUpgrade>>,
     banner_delay: Duration,
     shutdown: Option<watch::Receiver<bool>>,
 }
 
-impl<D: MailDispatch, G: Guard> Driver<D, G> {
-    /// A driver with no TLS, no banner delay and no shutdown signal.
-    pub fn new(dispatch: D, guard: G, config: SessionConfig) -> Self {
+impl<D: MailDispatch, G: Guard> Driver<D, G, ()> {
+    /// A driver with no end-of-data checks, no TLS, no banner delay and no shutdown signal.
+    /// EHLO offers what `dispatch` can carry ([`MailDispatch::capabilities`]).
+    pub fn new(dispatch: D, guard: G, mut config: SessionConfig) -> Self {
+        config.capabilities = config.capabilities.and(dispatch.capabilities());
+        config.spool = false;
         Driver {
             dispatch,
             guard,
+            checks: (),
             config: Arc::new(config),
             tls: None,
             banner_delay: Duration::ZERO,
             shutdown: None,
+        }
+    }
+}
+
+impl<D: MailDispatch, G: Guard, C: DataCheck> Driver<D, G, C> {
+    /// Runs these end-of-data checks on every message (when they are
+    /// [active](DataCheck::is_active): messages are then spooled first).
+    pub fn with_checks<C2: DataCheck>(self, checks: C2) -> Driver<D, G, C2> {
+        let mut config = Arc::unwrap_or_clone(self.config);
+        config.spool = checks.is_active();
+        Driver {
+            dispatch: self.dispatch,
+            guard: self.guard,
+            checks,
+            config: Arc::new(config),
+            tls: self.tls,
+            banner_delay: self.banner_delay,
+            shutdown: self.shutdown,
         }
     }
 
@@ -128,17 +154,19 @@ impl<D: MailDispatch, G: Guard> Driver<D, G> {
 
     /// Runs one session to its end and logs one line about it.
     pub async fn run(&self, io: impl Io + 'static, info: SessionInfo) -> Summary {
+        let limits = &self.config.limits;
         let mut conn = Conn {
             io: Box::new(io),
             input: BytesMut::new(),
             output: Vec::new(),
-            write_timeout: self.config.limits.command_timeout,
+            high_water: limits.output_high_water,
+            write_timeout: limits.command_timeout,
             stalled: false,
             deadline: None,
             busy: false,
         };
         let mut session = Session::new(self.config.clone(), info);
-        let mut tx: Option<D::Transaction> = None;
+        let mut message = Message::default();
         let mut shutdown = self.shutdown.clone();
 
         if !self.banner_delay.is_zero() {
@@ -157,11 +185,8 @@ impl<D: MailDispatch, G: Guard> Driver<D, G> {
                 match event {
                     Event::Reply(r) => {
                         log::trace!("session {}: S: {r}", session.info().id);
-                        r.write_to(&mut conn.output);
-                        if conn.output.len() >= OUTPUT_HIGH_WATER {
-                            if let Err(e) = conn.flush().await {
-                                write_failed(&mut session, &e);
-                            }
+                        if let Err(e) = conn.queue(&r).await {
+                            write_failed(&mut session, &e);
                         }
                     }
                     Event::Close => break 'session,
@@ -171,13 +196,9 @@ impl<D: MailDispatch, G: Guard> Driver<D, G> {
                             session.failed();
                         }
                     }
-                    Event::Abort => {
-                        if let Some(mut t) = tx.take() {
-                            t.abort().await;
-                        }
-                    }
-                    event => {
-                        let answer = self.answer(event, &session, &mut tx).await;
+                    Event::Abort => self.abort(&mut message).await,
+                    question => {
+                        let answer = self.answer(question, &session, &mut message).await;
                         session.resolve(answer);
                     }
                 }
@@ -186,7 +207,7 @@ impl<D: MailDispatch, G: Guard> Driver<D, G> {
                 break;
             }
             if !conn.input.is_empty() {
-                let used = session.feed(&conn.input);
+                let used = session.feed(&conn.input, SystemTime::now());
                 if used > 0 {
                     conn.input.advance(used);
                     if !session.is_discarding() {
@@ -204,9 +225,7 @@ impl<D: MailDispatch, G: Guard> Driver<D, G> {
             self.read(&mut conn, &mut session, &mut shutdown).await;
         }
 
-        if let Some(mut t) = tx.take() {
-            t.abort().await;
-        }
+        self.abort(&mut message).await;
         let _ = conn.flush().await;
         conn.shutdown().await;
         let summary = Summary {
@@ -229,20 +248,7 @@ impl<D: MailDispatch, G: Guard> Driver<D, G> {
                 return;
             }
         }
-        // Small for an idle session (memory per connection), larger once the peer fills what
-        // it is given (pipelining, message data).
-        let want = if session.in_data() {
-            64 * 1024
-        } else if conn.busy {
-            16 * 1024
-        } else {
-            1024
-        };
-        let spare = conn.input.capacity() - conn.input.len();
-        if spare < want / 4 {
-            conn.input.reserve(want);
-        }
-        let spare = conn.input.capacity() - conn.input.len();
+        let spare = conn.reserve(session);
         // Message data: each read must come within the data timeout (RFC 5321 4.5.3.2.6).
         // Commands: the whole line must, so a client trickling a byte at a time cannot hold
         // its session past the command timeout.
@@ -251,6 +257,14 @@ impl<D: MailDispatch, G: Guard> Driver<D, G> {
             now + session.read_timeout()
         } else {
             *conn.deadline.get_or_insert(now + session.read_timeout())
+        };
+        // A client that pauses inside the data: what it sent goes on to the backend first.
+        let pause = async {
+            if session.has_pending_data() {
+                tokio::time::sleep(session.config().limits.flush_after_idle).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
         };
         let read = tokio::time::timeout_at(deadline, conn.io.read_buf(&mut conn.input));
         let signal = async {
@@ -266,13 +280,9 @@ impl<D: MailDispatch, G: Guard> Driver<D, G> {
         tokio::select! {
             result = read => match result {
                 Err(_elapsed) => session.timed_out(),
-                Ok(Ok(0)) => session.eof(),
-                Ok(Ok(n)) => conn.busy = n == spare,
-                Ok(Err(e)) => {
-                    log::debug!("session {}: read failed: {e}", session.info().id);
-                    session.failed();
-                }
+                Ok(result) => conn.took(result, spare, session),
             },
+            _ = pause => session.flush_data(),
             _ = signal => {
                 session.shutdown();
             }
@@ -294,7 +304,16 @@ impl<D: MailDispatch, G: Guard> Driver<D, G> {
             return Err(std::io::Error::other("no TLS configured"));
         };
         let plain = std::mem::replace(&mut conn.io, Box::new(empty::empty_duplex()));
-        let (io, info) = tls.upgrade(plain).await?;
+        let limit = self.config.limits.handshake_timeout;
+        let (io, info) = match tokio::time::timeout(limit, tls.upgrade(plain)).await {
+            Ok(result) => result?,
+            Err(_elapsed) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no TLS handshake within {:?}", limit),
+                ));
+            }
+        };
         conn.io = io;
         log::debug!(
             "session {}: TLS up: {} {}",
@@ -306,90 +325,169 @@ impl<D: MailDispatch, G: Guard> Driver<D, G> {
         Ok(())
     }
 
-    /// Asks the guards and the dispatch the question of an event.
+    /// Aborts the transaction and drops the spool, if any.
+    async fn abort(&self, message: &mut Message<D::Transaction, C::Scan>) {
+        message.spool = None;
+        message.scan = None;
+        if let Some(mut tx) = message.tx.take() {
+            let limit = self.config.limits.backend_timeout;
+            if tokio::time::timeout(limit, tx.abort()).await.is_err() {
+                log::warn!("a transaction did not abort within {limit:?}; dropped");
+            }
+        }
+    }
+
+    /// Asks the guards, the checks or the transaction the question of an event, within the
+    /// backend timeout. A transaction whose call times out is dropped.
     async fn answer(
         &self,
         event: Event,
         session: &Session,
-        tx: &mut Option<D::Transaction>,
+        message: &mut Message<D::Transaction, C::Scan>,
+    ) -> Answer {
+        let limit = self.config.limits.backend_timeout;
+        let transactional = !matches!(event, Event::Guard(_));
+        match tokio::time::timeout(limit, self.ask(event, session, message)).await {
+            Ok(answer) => answer,
+            Err(_elapsed) => {
+                if transactional {
+                    message.tx = None;
+                }
+                Answer::TimedOut
+            }
+        }
+    }
+
+    async fn ask(
+        &self,
+        event: Event,
+        session: &Session,
+        message: &mut Message<D::Transaction, C::Scan>,
     ) -> Answer {
         let info = session.info();
-        match event {
-            Event::Connect => Answer::Verdict(self.guard.connect(info).await),
-            Event::Helo => Answer::Verdict(self.guard.helo(info).await),
-            Event::Mail => {
-                let Some(env) = session.envelope() else {
-                    return Answer::Verdict(Verdict::Reject(reply::DELIVERY_FAILED));
-                };
-                let verdict = self.guard.mail(info, env).await;
-                if !accepts(&verdict) {
-                    return Answer::Verdict(verdict);
+        let Some(env) = session.envelope() else {
+            return match event {
+                Event::Guard(Stage::Connect) => Answer::Verdict(self.guard.connect(info).await),
+                Event::Guard(Stage::Helo) => Answer::Verdict(self.guard.helo(info).await),
+                event => {
+                    log::error!("session {}: no envelope to ask {event:?}", info.id);
+                    Answer::Unanswerable
                 }
-                if let Some(mut old) = tx.take() {
+            };
+        };
+        let event = match event {
+            Event::Guard(stage) => {
+                let verdict = match stage {
+                    Stage::Connect => self.guard.connect(info).await,
+                    Stage::Helo => self.guard.helo(info).await,
+                    Stage::Mail => self.guard.mail(info, env).await,
+                    Stage::Rcpt => match session.recipient() {
+                        Some(rcpt) => self.guard.rcpt(info, env, rcpt).await,
+                        None => return Answer::Unanswerable,
+                    },
+                    Stage::Data => self.guard.data(info, env).await,
+                    Stage::EndOfData => {
+                        let limit = self.config.limits.spool_memory;
+                        let spool = message.spool.get_or_insert_with(|| Spool::new(limit));
+                        let scan = match message.scan.take() {
+                            Some(scan) => scan,
+                            None => self.checks.scan(info, env),
+                        };
+                        scan.verdict(info, env, spool).await
+                    }
+                };
+                return Answer::Verdict(verdict);
+            }
+            Event::Open => {
+                // A transaction left over (the session never leaves one) is aborted first.
+                if let Some(mut old) = message.tx.take() {
                     old.abort().await;
                 }
-                match self.dispatch.open(info, env).await {
-                    Ok(t) => {
-                        *tx = Some(t);
-                        Answer::Verdict(verdict)
+                return match self.dispatch.open(info, env).await {
+                    Ok(tx) => {
+                        message.tx = Some(tx);
+                        Answer::Done(Ok(()))
                     }
-                    Err(reply) => Answer::Verdict(Verdict::Reject(reply)),
-                }
-            }
-            Event::Rcpt(rcpt) => {
-                let (Some(env), Some(t)) = (session.envelope(), tx.as_mut()) else {
-                    return Answer::Verdict(Verdict::Reject(reply::DELIVERY_FAILED));
+                    Err(refusal) => Answer::Done(Err(refusal)),
                 };
-                let verdict = self.guard.rcpt(info, env, &rcpt).await;
-                if !accepts(&verdict) {
-                    return Answer::Verdict(verdict);
-                }
-                match t.add_recipient(&rcpt).await {
-                    Ok(()) => Answer::Verdict(verdict),
-                    Err(reply) => Answer::Verdict(Verdict::Reject(reply)),
-                }
             }
-            Event::DataStart => {
-                let (Some(env), Some(t)) = (session.envelope(), tx.as_mut()) else {
-                    return Answer::Verdict(Verdict::Reject(reply::DELIVERY_FAILED));
-                };
-                let verdict = self.guard.data(info, env).await;
-                if !accepts(&verdict) {
-                    return Answer::Verdict(verdict);
-                }
-                if let Err(reply) = t.begin(info, env).await {
-                    return Answer::Verdict(Verdict::Reject(reply));
-                }
-                // Fields this guard verdict adds go straight into the trace block, which is
-                // written now; the session is answered `Accept` so it adds them nowhere else.
-                let extra = match &verdict {
-                    Verdict::AddHeader(h) => Some(h.as_str()),
-                    _ => None,
-                };
-                let headers = trace::trace_headers(info, env, extra, SystemTime::now());
-                match t.write(headers.as_bytes()).await {
-                    Ok(()) => Answer::Verdict(Verdict::Accept),
-                    Err(reply) => Answer::Verdict(Verdict::Reject(reply)),
-                }
+            Event::Spool(chunk) => {
+                let scan = message
+                    .scan
+                    .get_or_insert_with(|| self.checks.scan(info, env));
+                scan.update(&chunk);
+                let limit = self.config.limits.spool_memory;
+                let spool = message.spool.get_or_insert_with(|| Spool::new(limit));
+                return Answer::Done(spool.write(&chunk).await.map_err(|e| {
+                    log::warn!("session {}: cannot spool the message: {e}", info.id);
+                    reply::for_io_error(&e)
+                }));
             }
-            Event::Chunk(chunk) => match tx.as_mut() {
-                Some(t) => Answer::Written(t.write(&chunk).await),
-                None => Answer::Written(Err(reply::DELIVERY_FAILED)),
+            Event::Commit => {
+                message.spool = None;
+                return match message.tx.take() {
+                    Some(mut tx) => Answer::Committed(tx.commit().await),
+                    None => Answer::Unanswerable,
+                };
+            }
+            event => event,
+        };
+        let Some(tx) = message.tx.as_mut() else {
+            log::error!("session {}: no transaction to ask {event:?}", info.id);
+            return Answer::Unanswerable;
+        };
+        match event {
+            Event::AddRecipient => match session.recipient() {
+                Some(rcpt) => Answer::Done(tx.add_recipient(rcpt).await),
+                None => Answer::Unanswerable,
             },
-            Event::Commit => match tx.take() {
-                Some(mut t) => Answer::Committed(t.commit().await),
-                None => Answer::Committed(Vec::new()),
-            },
+            Event::Begin => Answer::Done(tx.begin(info, env).await),
+            Event::Chunk(chunk) => Answer::Done(tx.write(&chunk).await),
+            Event::Unspool => {
+                let Some(spool) = message.spool.as_ref() else {
+                    return Answer::Done(Ok(()));
+                };
+                let mut reader = spool.reader();
+                let size = self.config.limits.chunk_size;
+                // Bounded: each turn reads at least one byte of a spool of known length.
+                loop {
+                    match reader.next_chunk(size).await {
+                        Ok(Some(chunk)) => {
+                            if let Err(refusal) = tx.write(&chunk).await {
+                                return Answer::Done(Err(refusal));
+                            }
+                        }
+                        Ok(None) => return Answer::Done(Ok(())),
+                        Err(e) => {
+                            log::warn!("session {}: cannot read the spool: {e}", info.id);
+                            return Answer::Done(Err(reply::for_io_error(&e)));
+                        }
+                    }
+                }
+            }
             other => {
                 log::error!("session {}: unexpected event {other:?}", info.id);
-                Answer::Verdict(Verdict::Reject(reply::DELIVERY_FAILED))
+                Answer::Unanswerable
             }
         }
     }
 }
 
-fn accepts(verdict: &Verdict) -> bool {
-    matches!(verdict, Verdict::Accept | Verdict::AddHeader(_))
+/// What the driver holds for the transaction in progress.
+struct Message<T, S> {
+    tx: Option<T>,
+    spool: Option<Spool>,
+    scan: Option<S>,
+}
+
+impl<T, S> Default for Message<T, S> {
+    fn default() -> Self {
+        Message {
+            tx: None,
+            spool: None,
+            scan: None,
+        }
+    }
 }
 
 /// A write to the peer failed: a peer that stopped reading (the write timed out) ends like a
@@ -408,6 +506,8 @@ struct Conn {
     io: BoxIo,
     input: BytesMut,
     output: Vec<u8>,
+    /// Flush replies once this many bytes wait, even mid-batch.
+    high_water: usize,
     /// How long a write may wait for the peer to read (the command timeout): a peer that never
     /// reads must not hold its session, and its connection slot, forever.
     write_timeout: Duration,
@@ -420,6 +520,48 @@ struct Conn {
 }
 
 impl Conn {
+    /// Buffers a reply; flushes past the high-water mark.
+    async fn queue(&mut self, reply: &crate::Reply) -> std::io::Result<()> {
+        reply.write_to(&mut self.output);
+        if self.output.len() >= self.high_water {
+            self.flush().await
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Makes room for the next read and says how much there is. Small for an idle session
+    /// (memory per connection), larger once the peer fills what it is given (pipelining,
+    /// message data).
+    fn reserve(&mut self, session: &Session) -> usize {
+        let limits = &session.config().limits;
+        let want = if session.in_data() {
+            limits.read_size_data
+        } else if self.busy {
+            limits.read_size_busy
+        } else {
+            limits.read_size_idle
+        }
+        .max(64);
+        let spare = self.input.capacity() - self.input.len();
+        if spare < want / 4 {
+            self.input.reserve(want);
+        }
+        self.input.capacity() - self.input.len()
+    }
+
+    /// The result of a read.
+    fn took(&mut self, result: std::io::Result<usize>, spare: usize, session: &mut Session) {
+        match result {
+            Ok(0) => session.eof(),
+            Ok(n) => self.busy = n == spare,
+            Err(e) => {
+                log::debug!("session {}: read failed: {e}", session.info().id);
+                session.failed();
+            }
+        }
+    }
+
     async fn flush(&mut self) -> std::io::Result<()> {
         if self.output.is_empty() {
             return Ok(());
@@ -444,7 +586,7 @@ impl Conn {
             }
         };
         self.output.clear();
-        if self.output.capacity() > OUTPUT_HIGH_WATER * 2 {
+        if self.output.capacity() > self.high_water * 2 {
             self.output = Vec::new();
         }
         result
@@ -462,13 +604,14 @@ fn log_summary(session: &Session, summary: &Summary) {
     let info = session.info();
     let helo = info.helo.as_ref().map(|h| h.to_string());
     log::info!(
-        "session id={} peer={} helo={} tls={} mails={} rcpts={} bytes={} errors={} end={}",
+        "session id={} peer={} helo={} tls={} mails={} rcpts={} rejected={} bytes={} errors={} end={}",
         info.id,
         info.peer,
         helo.as_deref().unwrap_or("-"),
         info.tls.as_ref().map_or("no", |t| t.version.as_str()),
         summary.stats.mails,
         summary.stats.rcpts,
+        summary.stats.rejected_rcpts,
         summary.stats.bytes,
         summary.stats.errors,
         summary.end.as_str()
@@ -518,13 +661,13 @@ mod empty {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{DynTransaction, Envelope, Limits, Peer, Reply};
+    use crate::{DynTransaction, Envelope, Limits, Peer, Refusal};
 
     struct Refuse;
 
     impl MailDispatch for Refuse {
         type Transaction = Box<dyn DynTransaction>;
-        async fn open(&self, _: &SessionInfo, _: &Envelope) -> Result<Self::Transaction, Reply> {
+        async fn open(&self, _: &SessionInfo, _: &Envelope) -> Result<Self::Transaction, Refusal> {
             Err(reply::DELIVERY_FAILED)
         }
     }

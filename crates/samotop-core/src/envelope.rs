@@ -129,9 +129,67 @@ impl Recipient {
     }
 }
 
-/// The mail transaction in progress: sender, recipients accepted so far, and the header
-/// fields that guards asked to add.
+/// One sender-authentication result, as `Authentication-Results` (RFC 8601) names it: a
+/// method (`spf`, `dkim`, `dmarc`, `arc`), its result (`pass`, `fail`, `softfail`, `neutral`,
+/// `none`, `temperror`, `permerror`, `policy`), an optional reason, and properties such as
+/// `smtp.mailfrom=example.org` or `header.d=example.org`.
+///
+/// Guards and checks add them to [`Envelope::auth`] (the SPF guard at MAIL, the DKIM/DMARC
+/// checks at the end of the data); stores, webhooks and metrics read them there.
+///
+/// ```
+/// use samotop_core::AuthResult;
+/// let spf = AuthResult::new("spf", "pass").property("smtp.mailfrom", "example.org");
+/// assert_eq!(spf.get("smtp.mailfrom"), Some("example.org"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthResult {
+    /// The method, lower case: `spf`, `dkim`, `dmarc`, `arc`.
+    pub method: String,
+    /// The result, lower case: `pass`, `fail`, `none`, `temperror`...
+    pub result: String,
+    /// Why, in words (`reason=` in the header).
+    pub reason: Option<String>,
+    /// `(ptype.property, value)` pairs, in order: `("smtp.mailfrom", "example.org")`.
+    pub properties: Vec<(String, String)>,
+}
+
+impl AuthResult {
+    /// A result without reason or properties.
+    pub fn new(method: impl Into<String>, result: impl Into<String>) -> Self {
+        AuthResult {
+            method: method.into(),
+            result: result.into(),
+            reason: None,
+            properties: Vec::new(),
+        }
+    }
+
+    /// Adds a property, e.g. `("header.from", "example.org")`.
+    pub fn property(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.properties.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets the reason.
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    /// The value of the first property with this name.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.properties
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The mail transaction in progress: sender, recipients accepted so far, the header fields
+/// that guards asked to add, and what the session learnt about the message on the way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Envelope {
     /// The MAIL FROM path.
     pub sender: ReversePath,
@@ -139,11 +197,23 @@ pub struct Envelope {
     pub params: MailParams,
     /// Recipients accepted so far, in RCPT order.
     pub recipients: Vec<Recipient>,
-    /// Header fields to prepend, each a complete `Name: value` without CR LF (e.g.
-    /// `Received-SPF: pass ...`), added by guards.
+    /// Header fields to prepend, each a complete `Name: value` without the final CR LF
+    /// (e.g. `Received-SPF: pass ...`), added by guards and checks.
     pub headers: Vec<String>,
     /// Per-session-unique id of this transaction (the session id plus a counter).
     pub id: String,
+    /// Sender-authentication results so far: SPF from MAIL on, DKIM/DMARC/ARC once the
+    /// end-of-data checks ran.
+    pub auth: Vec<AuthResult>,
+    /// A check asked that the message be filed as junk (DMARC `p=quarantine`): a backend with
+    /// a junk folder (the Maildir's `--quarantine-folder`) stores it there.
+    pub quarantine: bool,
+    /// The identity of the message across retries, set before
+    /// [`Transaction::begin`](crate::Transaction::begin) when the client's header section
+    /// arrived whole: SHA-256 over the sender and the header section as received. The same
+    /// message sent again (a client retrying after a 4xx) has the same digest; a backend that
+    /// delivered some recipients of it already can skip them (no duplicate storm).
+    pub digest: Option<[u8; 32]>,
 }
 
 impl Envelope {
@@ -155,6 +225,9 @@ impl Envelope {
             recipients: Vec::new(),
             headers: Vec::new(),
             id,
+            auth: Vec::new(),
+            quarantine: false,
+            digest: None,
         }
     }
 }

@@ -4,21 +4,67 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::envelope::{Envelope, Recipient, SessionInfo};
-use crate::reply::Reply;
+use crate::envelope::{AuthResult, Envelope, Recipient, SessionInfo};
+use crate::reply::Refusal;
 
-/// A guard's answer to one check.
+/// A guard's or a check's answer to one question.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Go on.
     Accept,
-    /// Go on, and prepend this header field (`Name: value`, no CR LF) to the message.
-    /// Only meaningful at MAIL, RCPT and DATA; elsewhere it is the same as `Accept`.
-    AddHeader(String),
-    /// Refuse this command with the reply; the session goes on.
-    Reject(Reply),
-    /// Refuse with the reply and close the connection.
-    Close(Reply),
+    /// Go on, and record this: header fields to add to the message, authentication results,
+    /// a request to file the message as junk. Only meaningful at MAIL, RCPT, DATA and the end
+    /// of the data; elsewhere it is the same as `Accept`.
+    Note(Note),
+    /// Refuse this command with the refusal; the session goes on. A `421` refusal closes the
+    /// session, as the code says (RFC 5321 3.8).
+    Reject(Refusal),
+    /// Refuse with the refusal and close the connection.
+    Close(Refusal),
+}
+
+impl Verdict {
+    /// Go on and add this header field (`Name: value`, no final CR LF; it may be folded with
+    /// CR LF followed by white space).
+    pub fn add_header(field: impl Into<String>) -> Self {
+        Verdict::Note(Note {
+            headers: vec![field.into()],
+            ..Note::default()
+        })
+    }
+
+    /// True for `Accept` and `Note`.
+    pub fn accepts(&self) -> bool {
+        matches!(self, Verdict::Accept | Verdict::Note(_))
+    }
+
+    /// Joins two verdicts of the same question: notes add up, the first refusal wins.
+    pub fn and(self, other: Verdict) -> Verdict {
+        match (self, other) {
+            (refusal @ (Verdict::Reject(_) | Verdict::Close(_)), _) => refusal,
+            (_, refusal @ (Verdict::Reject(_) | Verdict::Close(_))) => refusal,
+            (Verdict::Accept, v) | (v, Verdict::Accept) => v,
+            (Verdict::Note(mut a), Verdict::Note(b)) => {
+                a.headers.extend(b.headers);
+                a.results.extend(b.results);
+                a.quarantine |= b.quarantine;
+                Verdict::Note(a)
+            }
+        }
+    }
+}
+
+/// What an accepting verdict asks to record; see [`Verdict::Note`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Note {
+    /// Header fields to add, each `Name: value` without the final CR LF. Fields of guards
+    /// (MAIL, RCPT, DATA) follow our `Received:`; fields of end-of-data checks come first in
+    /// the stored message (RFC 8601 5: `Authentication-Results` at the top).
+    pub headers: Vec<String>,
+    /// Authentication results for [`Envelope::auth`].
+    pub results: Vec<AuthResult>,
+    /// File the message as junk ([`Envelope::quarantine`]).
+    pub quarantine: bool,
 }
 
 /// A policy check. Every hook defaults to [`Verdict::Accept`]: implement only those you need.
@@ -125,7 +171,7 @@ impl<G: Guard> DynGuard for G {
 }
 
 /// An ordered stack of guards, itself a guard. Each hook asks the guards in order; the first
-/// that rejects or closes decides, and the headers of those that accept are all added.
+/// that rejects or closes decides, and the notes of those that accept all add up.
 ///
 /// ```
 /// use samotop_core::Guards;
@@ -171,24 +217,19 @@ impl Guards {
     }
 }
 
-/// Folds verdicts: headers add up, the first refusal wins.
+/// Folds verdicts: notes add up, the first refusal wins and the guards after it are not asked.
 async fn fold<'a, F>(stack: &'a [Arc<dyn DynGuard>], mut ask: F) -> Verdict
 where
     F: FnMut(&'a dyn DynGuard) -> BoxFuture<'a, Verdict>,
 {
-    let mut headers = Vec::new();
+    let mut verdict = Verdict::Accept;
     for guard in stack {
-        match ask(guard.as_ref()).await {
-            Verdict::Accept => {}
-            Verdict::AddHeader(h) => headers.push(h),
-            refusal => return refusal,
+        verdict = verdict.and(ask(guard.as_ref()).await);
+        if !verdict.accepts() {
+            break;
         }
     }
-    if headers.is_empty() {
-        Verdict::Accept
-    } else {
-        Verdict::AddHeader(headers.join("\r\n"))
-    }
+    verdict
 }
 
 impl Guard for Guards {

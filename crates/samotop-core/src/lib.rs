@@ -2,15 +2,20 @@
 //!
 //! # Brief overview
 //!
-//! * [`Session`] is a **sans-io** SMTP/LMTP state machine: bytes in ([`Session::feed`]),
-//!   [`Event`]s out ([`Session::poll_event`]), one [`Answer`] per question
-//!   ([`Session::resolve`]). No socket, clock or task inside.
+//! * [`Session`] is a **sans-io** SMTP/LMTP state machine: bytes in ([`Session::feed`], with
+//!   the time), [`Event`]s out ([`Session::poll_event`]), one [`Answer`] per question
+//!   ([`Session::resolve`]). No socket, clock or task inside; every protocol decision is its.
 //! * [`MailDispatch`] and [`Transaction`] are where mail goes: open a transaction at MAIL,
-//!   accept or refuse each recipient, stream the data chunk by chunk, commit durably.
+//!   accept or refuse each recipient, stream the data chunk by chunk, commit durably. A
+//!   dispatch says what it can carry ([`Capabilities`]) and EHLO offers only that.
 //! * [`Guard`] checks policy at connect, HELO, MAIL, RCPT and DATA; [`Guards`] stacks them.
+//!   [`DataCheck`] sees the whole message before it is stored (DKIM, DMARC, a scanner):
+//!   the message is then spooled first ([`Spool`]), and a check may refuse it or add fields.
 //! * [`Driver`] runs a session over any tokio `AsyncRead + AsyncWrite`, with timeouts,
-//!   pipelining, STARTTLS through a [`TlsUpgrade`], and graceful shutdown.
-//! * [`Reply`] and the [`reply`] table: every reply the session sends, with its enhanced code.
+//!   pipelining, STARTTLS through a [`TlsUpgrade`], and graceful shutdown; every call to a
+//!   guard, check or backend is bounded.
+//! * [`Reply`], [`Refusal`] and the [`reply`] table: every reply, with its enhanced code. A
+//!   refusal is 4xx or 5xx by construction.
 //! * [`Limits`]: every bound, on by default.
 //!
 //! # Example: a server
@@ -22,7 +27,7 @@
 //! ```
 //! use std::sync::Arc;
 //! use std::sync::atomic::{AtomicUsize, Ordering};
-//! use samotop_core::{Driver, Envelope, MailDispatch, Outcomes, Peer, Recipient, Reply,
+//! use samotop_core::{Driver, Envelope, MailDispatch, Outcomes, Peer, Recipient, Refusal,
 //!                    SessionConfig, SessionInfo, Transaction};
 //! use tokio::io::{AsyncReadExt, AsyncWriteExt};
 //!
@@ -32,17 +37,17 @@
 //!
 //! impl MailDispatch for Sizes {
 //!     type Transaction = Count;
-//!     async fn open(&self, _: &SessionInfo, _: &Envelope) -> Result<Count, Reply> {
+//!     async fn open(&self, _: &SessionInfo, _: &Envelope) -> Result<Count, Refusal> {
 //!         Ok(Count { total: self.0.clone(), bytes: 0, rcpts: 0 })
 //!     }
 //! }
 //!
 //! impl Transaction for Count {
-//!     async fn add_recipient(&mut self, _: &Recipient) -> Result<(), Reply> {
+//!     async fn add_recipient(&mut self, _: &Recipient) -> Result<(), Refusal> {
 //!         self.rcpts += 1;
 //!         Ok(())
 //!     }
-//!     async fn write(&mut self, chunk: &[u8]) -> Result<(), Reply> {
+//!     async fn write(&mut self, chunk: &[u8]) -> Result<(), Refusal> {
 //!         self.bytes += chunk.len();
 //!         Ok(())
 //!     }
@@ -73,7 +78,7 @@
 //! assert!(replies.starts_with("220 mx.example.org"));
 //! assert!(replies.contains("\r\n354 "));
 //! assert!(replies.ends_with("221 2.0.0 Bye\r\n"));
-//! // The message, after the Received: header field the driver writes first.
+//! // The message, after the Received: header field the session writes first.
 //! assert!(total.load(Ordering::SeqCst) > b"Subject: hi\r\n\r\nHello\r\n".len());
 //! # Ok(())
 //! # }
@@ -85,6 +90,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
+//! use std::time::SystemTime;
 //! use samotop_core::{Answer, Event, Peer, Session, SessionConfig, SessionInfo, Verdict};
 //!
 //! let info = SessionInfo::new(Peer::Stdio, "mx.example.org");
@@ -97,24 +103,28 @@
 //!     while let Some(event) = session.poll_event() {
 //!         match event {
 //!             Event::Reply(reply) => replies.push(reply.code()),
+//!             Event::Guard(_) => session.resolve(Answer::Verdict(Verdict::Accept)),
 //!             Event::Chunk(data) => {
 //!                 message.extend_from_slice(&data);
-//!                 session.resolve(Answer::Written(Ok(())));
+//!                 session.resolve(Answer::Done(Ok(())));
 //!             }
 //!             Event::Commit => session.resolve(Answer::Committed(vec![Ok(())])),
 //!             Event::Abort | Event::Close | Event::StartTls => {}
-//!             _ => session.resolve(Answer::Verdict(Verdict::Accept)),
+//!             _ => session.resolve(Answer::Done(Ok(()))), // Open, AddRecipient, Begin
 //!         }
 //!     }
 //!     if session.is_closed() { break; }
-//!     let used = session.feed(input);
+//!     let used = session.feed(input, SystemTime::now());
 //!     input = &input[used..];
 //! }
 //! assert_eq!(replies, [220, 250, 250, 250, 354, 250, 221]);
-//! assert_eq!(message, b"Subject: hi\r\n\r\nHello\r\n");
+//! // The message as stored: our Received: field first, then what the client sent.
+//! assert!(message.starts_with(b"Received: from client (stdio)\r\n"));
+//! assert!(message.ends_with(b"\r\nSubject: hi\r\n\r\nHello\r\n"));
 //! ```
 #![deny(missing_docs)]
 
+mod check;
 mod dispatch;
 mod driver;
 mod envelope;
@@ -123,15 +133,20 @@ mod id;
 mod limits;
 pub mod reply;
 mod session;
+mod spool;
 pub mod trace;
 
-pub use dispatch::{BoxDispatch, DynTransaction, MailDispatch, Outcomes, Transaction};
+pub use check::{DataCheck, DataChecks, DataScans, Scan};
+pub use dispatch::{
+    BoxDispatch, Capabilities, DynTransaction, MailDispatch, Outcomes, Transaction,
+};
 pub use driver::{BoxIo, Driver, Io, Summary, TlsUpgrade, UpgradeFuture};
-pub use envelope::{Envelope, Peer, Protocol, Recipient, SessionInfo, TlsInfo};
-pub use guard::{Guard, Guards, Verdict};
+pub use envelope::{AuthResult, Envelope, Peer, Protocol, Recipient, SessionInfo, TlsInfo};
+pub use guard::{Guard, Guards, Note, Verdict};
 pub use limits::Limits;
-pub use reply::Reply;
-pub use session::{Answer, DataDecoder, End, Event, Session, SessionConfig, Stats};
+pub use reply::{Refusal, Reply};
+pub use session::{Answer, DataDecoder, End, Event, Session, SessionConfig, Stage, Stats};
+pub use spool::{Spool, SpoolReader};
 
 /// The parser's types, re-exported so that users need one dependency.
 pub use samotop_parser as parser;

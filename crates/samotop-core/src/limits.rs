@@ -2,8 +2,13 @@
 
 use std::time::Duration;
 
-/// The bounds a session enforces. Each field documents its default, its RFC and the reply a
-/// client gets when it crosses it; after every one of those replies the server keeps serving.
+/// The bounds a session and its driver enforce. Each field documents its default, its RFC and
+/// the reply a client gets when it crosses it; after every one of those replies the server
+/// keeps serving.
+///
+/// Worst-case memory of one session is about `max_line_length` + `read_size_data` +
+/// `chunk_size` + `output_high_water` + (with end-of-data checks) `spool_memory`: under
+/// 512 KiB with the defaults, whatever the client sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Longest command line in octets, CR LF included. RFC 5321 4.5.3.1.4 says at least 512;
@@ -20,6 +25,12 @@ pub struct Limits {
     /// Bad commands in one session. Default 10.
     /// Over it: [`crate::reply::TOO_MANY_ERRORS`] and the connection is closed.
     pub max_errors: usize,
+    /// Recipients refused by a guard or the backend in one session (unknown users, relaying
+    /// refused), as Postfix's `smtpd_hard_error_limit` counts them: a dictionary attack gets
+    /// this many answers and no more. (Recipients over `max_recipients` are not counted: the
+    /// client sends them in another transaction.) Default 20. Over it: [`crate::reply::TOO_MANY_REJECTED_RECIPIENTS`] and the
+    /// connection is closed; a client that reconnects goes on.
+    pub max_rejected_recipients: usize,
     /// Wait for a whole command line (however it trickles in), and for the peer to read our
     /// replies. RFC 5321 4.5.3.2.7: 5 minutes. Over it: [`crate::reply::TIMEOUT`].
     pub command_timeout: Duration,
@@ -27,13 +38,41 @@ pub struct Limits {
     /// own wait is not given; the client's data block timeout is used). Over it:
     /// [`crate::reply::TIMEOUT`].
     pub data_timeout: Duration,
+    /// The whole TLS handshake after STARTTLS (RFC 3207) or on an implicit-TLS listener
+    /// (RFC 8314). Default 30 s. Over it: the connection is closed without a reply (there
+    /// is no way to send one in the middle of a handshake).
+    pub handshake_timeout: Duration,
+    /// Each call to a guard, an end-of-data check or the backend (`open`, `add_recipient`,
+    /// `begin`, `write`, `commit`): a hung disk, a slow DNS, a webhook that never answers.
+    /// Default 120 s (RFC 5321 4.5.3.2.6 gives the client 10 minutes for the reply after the
+    /// data). Over it: [`crate::reply::BACKEND_TIMEOUT`], `451 4.4.1`, the transaction is
+    /// aborted, the session goes on.
+    pub backend_timeout: Duration,
+    /// A pause of the client inside the message data after which what has gathered is handed
+    /// to the backend anyway (a downstream server waiting for it must not hit its own idle
+    /// timeout). Default 1 s.
+    pub flush_after_idle: Duration,
     /// Octets of message data handed to the sink at once. Bounds memory per session.
     /// Default 64 KiB.
     pub chunk_size: usize,
+    /// Message data an end-of-data check may hold in memory; beyond it the spool is an
+    /// unlinked temporary file (encrypted). Default 256 KiB.
+    pub spool_memory: usize,
     /// Transactions in one session. Default 1000. Over it, MAIL gets
     /// [`crate::reply::TOO_MANY_TRANSACTIONS`] and the connection is closed (a client that
     /// reconnects goes on; a session cannot run forever).
     pub max_transactions: usize,
+    /// Replies waiting to be written before they are flushed mid-batch: a client that
+    /// pipelines thousands of commands gets its replies in pieces of this size. Default
+    /// 16 KiB.
+    pub output_high_water: usize,
+    /// Read size for an idle session (waiting for a command): small, since it is held per
+    /// connection. Default 1 KiB.
+    pub read_size_idle: usize,
+    /// Read size once a peer fills what it is given (pipelining). Default 16 KiB.
+    pub read_size_busy: usize,
+    /// Read size inside message data. Default 64 KiB.
+    pub read_size_data: usize,
 }
 
 impl Default for Limits {
@@ -43,10 +82,19 @@ impl Default for Limits {
             max_message_size: 25 * 1024 * 1024,
             max_recipients: 100,
             max_errors: 10,
+            max_rejected_recipients: 20,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(180),
+            handshake_timeout: Duration::from_secs(30),
+            backend_timeout: Duration::from_secs(120),
+            flush_after_idle: Duration::from_secs(1),
             chunk_size: 64 * 1024,
+            spool_memory: 256 * 1024,
             max_transactions: 1000,
+            output_high_water: 16 * 1024,
+            read_size_idle: 1024,
+            read_size_busy: 16 * 1024,
+            read_size_data: 64 * 1024,
         }
     }
 }

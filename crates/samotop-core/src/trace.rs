@@ -67,17 +67,21 @@ pub fn return_path(envelope: &Envelope) -> String {
     )
 }
 
-/// The header fields a session prepends to a message: `Received:`, those the guards added to
-/// the envelope, then `extra` (fields a guard gave at DATA, separated by CR LF).
-pub fn trace_headers(
-    info: &SessionInfo,
-    envelope: &Envelope,
-    extra: Option<&str>,
-    now: SystemTime,
-) -> String {
+/// The header fields a session prepends to a message: `Received:`, then those the guards
+/// added to the envelope, each sanitized (folding kept, nothing that could end the field).
+///
+/// ```
+/// use std::time::UNIX_EPOCH;
+/// use samotop_core::{trace, Envelope, Peer, SessionInfo};
+/// use samotop_parser::{MailParams, ReversePath};
+/// let info = SessionInfo::new(Peer::Stdio, "mx");
+/// let mut env = Envelope::new(ReversePath::Null, MailParams::default(), "1".into());
+/// env.headers.push("Received-SPF: none".into());
+/// assert!(trace::trace_headers(&info, &env, UNIX_EPOCH).ends_with("\r\nReceived-SPF: none\r\n"));
+/// ```
+pub fn trace_headers(info: &SessionInfo, envelope: &Envelope, now: SystemTime) -> String {
     let mut h = received(info, envelope, now);
-    let extra = extra.into_iter().flat_map(|e| e.split("\r\n"));
-    for field in envelope.headers.iter().map(String::as_str).chain(extra) {
+    for field in &envelope.headers {
         if !field.is_empty() {
             h.push_str(&sanitize_field(field));
             h.push_str("\r\n");
@@ -95,7 +99,7 @@ fn sanitize(s: &str) -> String {
 
 /// A guard-supplied field may be folded (CR LF followed by white space); anything else that
 /// could end the field early is neutralised.
-fn sanitize_field(s: &str) -> String {
+pub(crate) fn sanitize_field(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars().peekable();
     while let Some(c) = chars.next() {
@@ -168,7 +172,7 @@ mod tests {
     }
 
     #[test]
-    fn data_guard_fields_stay_separate_fields() {
+    fn guard_fields_stay_separate_fields() {
         use crate::envelope::Peer;
         let info = SessionInfo::new(Peer::Stdio, "mx");
         let mut env = Envelope::new(
@@ -177,8 +181,13 @@ mod tests {
             "i".into(),
         );
         env.headers.push("X-Mail: 1".into());
-        let h = trace_headers(&info, &env, Some("X-A: 2\r\nX-B: 3"), UNIX_EPOCH);
-        assert!(h.ends_with("\r\nX-Mail: 1\r\nX-A: 2\r\nX-B: 3\r\n"), "{h}");
+        env.headers.push("X-A: 2".into());
+        env.headers.push("X-B: 3\r\nBcc: injected".into());
+        let h = trace_headers(&info, &env, UNIX_EPOCH);
+        assert!(
+            h.ends_with("\r\nX-Mail: 1\r\nX-A: 2\r\nX-B: 3 Bcc: injected\r\n"),
+            "{h}"
+        );
     }
 
     #[test]

@@ -3,11 +3,11 @@
 use std::io;
 use std::path::PathBuf;
 
-use samotop_core::{Reply, reply};
+use samotop_core::{Refusal, Reply, reply};
 
 /// What went wrong in a delivery backend or its configuration.
 ///
-/// An error that reaches a peer becomes a [`Reply`] through [`Error::reply`]: a full disk
+/// An error that reaches a peer becomes a [`Refusal`] through [`Error::reply`]: a full disk
 /// is `452 4.3.1`, a recipient that cannot be a mailbox name is `550 5.1.3`, anything
 /// else `451 4.3.0` (the client retries later).
 #[derive(Debug, thiserror::Error)]
@@ -144,19 +144,6 @@ pub enum Error {
     },
 }
 
-/// 451 4.4.1: the downstream server cannot be reached or does not answer (RFC 3463).
-const DOWNSTREAM_UNAVAILABLE: Reply = Reply::new(
-    451,
-    [4, 4, 1],
-    "Delivery server unavailable, try again later",
-);
-/// 451 4.4.2: the connection to the downstream server was lost (RFC 3463).
-const DOWNSTREAM_LOST: Reply = Reply::new(
-    451,
-    [4, 4, 2],
-    "Connection to the delivery server lost, try again later",
-);
-
 impl Error {
     /// The reply a peer gets for this error.
     ///
@@ -175,13 +162,13 @@ impl Error {
     /// };
     /// assert_eq!(e.reply().code(), 452);
     /// ```
-    pub fn reply(&self) -> Reply {
+    pub fn reply(&self) -> Refusal {
         match self {
             Error::BadMailboxName { .. } => reply::BAD_MAILBOX_NAME,
             Error::DownstreamConnect { .. } | Error::DownstreamTimeout { .. } => {
-                DOWNSTREAM_UNAVAILABLE
+                reply::DOWNSTREAM_UNAVAILABLE
             }
-            Error::DownstreamIo { .. } => DOWNSTREAM_LOST,
+            Error::DownstreamIo { .. } => reply::DOWNSTREAM_LOST,
             _ if self.is_storage_full() => reply::INSUFFICIENT_STORAGE,
             _ => reply::DELIVERY_FAILED,
         }

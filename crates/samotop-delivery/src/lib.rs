@@ -43,7 +43,7 @@
 //!     envelope.recipients.push(recipient);
 //!     tx.begin(&info, &envelope).await?;
 //!     tx.write(b"Subject: hello\r\n\r\nHello, world\r\n").await?;
-//!     Ok::<_, samotop_core::Reply>(tx.commit().await)
+//!     Ok::<_, samotop_core::Refusal>(tx.commit().await)
 //! }).map_err(|reply| reply.to_string())?;
 //! assert_eq!(outcomes, vec![Ok(())]);
 //!

@@ -34,8 +34,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use samotop_core::{
-    Envelope, MailDispatch, Outcomes, Protocol, Recipient, Reply, SessionInfo, Transaction, reply,
-    trace,
+    Envelope, MailDispatch, Outcomes, Protocol, Recipient, Refusal, SessionInfo, Transaction,
+    reply, trace,
 };
 use tokio::task::JoinHandle;
 
@@ -145,7 +145,11 @@ const STALE_TMP: std::time::Duration = std::time::Duration::from_secs(36 * 3600)
 impl MailDispatch for Maildir {
     type Transaction = MaildirTransaction;
 
-    async fn open(&self, _: &SessionInfo, envelope: &Envelope) -> Result<Self::Transaction, Reply> {
+    async fn open(
+        &self,
+        _: &SessionInfo,
+        envelope: &Envelope,
+    ) -> Result<Self::Transaction, Refusal> {
         Ok(MaildirTransaction {
             config: self.config.clone(),
             id: envelope.id.clone(),
@@ -185,7 +189,7 @@ pub struct MaildirTransaction {
     lmtp: bool,
     begun: bool,
     /// Sticky: once set, every later call answers it and does no work.
-    failed: Option<Reply>,
+    failed: Option<Refusal>,
     /// Data not yet handed to a blocking thread.
     buf: Vec<u8>,
     /// The other buffer, while `buf`'s twin is being written.
@@ -199,7 +203,7 @@ pub struct MaildirTransaction {
 
 impl MaildirTransaction {
     /// Hands the gathered data to a blocking thread, after the previous write is done.
-    async fn flush(&mut self) -> Result<(), Reply> {
+    async fn flush(&mut self) -> Result<(), Refusal> {
         let mut copies = self.reclaim().await?;
         let mut data = mem::replace(&mut self.buf, mem::take(&mut self.spare));
         self.in_flight = Some(tokio::task::spawn_blocking(move || {
@@ -211,7 +215,7 @@ impl MaildirTransaction {
     }
 
     /// Waits for the write in flight, if any, and takes the files.
-    async fn reclaim(&mut self) -> Result<Vec<Copy>, Reply> {
+    async fn reclaim(&mut self) -> Result<Vec<Copy>, Refusal> {
         if let Some(task) = self.in_flight.take() {
             match task.await {
                 Ok((copies, spare, result)) => {
@@ -237,7 +241,7 @@ impl MaildirTransaction {
     }
 
     /// Records a failure (sticky), logs it, removes our files; the reply to give.
-    async fn fail(&mut self, error: Error) -> Reply {
+    async fn fail(&mut self, error: Error) -> Refusal {
         let reply = error.reply();
         log::warn!("maildir {}: {error}; replying {reply}", self.id);
         self.failed = Some(reply.clone());
@@ -268,7 +272,7 @@ impl MaildirTransaction {
     }
 
     /// Every recipient's outcome is this failure.
-    fn all(&self, reply: Reply) -> Outcomes {
+    fn all(&self, reply: Refusal) -> Outcomes {
         vec![Err(reply); self.targets.len()]
     }
 }
@@ -276,7 +280,7 @@ impl MaildirTransaction {
 impl Transaction for MaildirTransaction {
     /// Accepts any recipient for [`Layout::Single`]. For [`Layout::PerRecipient`], works out
     /// the recipient's Maildir from `recipient.address`; `550 5.1.3` if it cannot be one.
-    async fn add_recipient(&mut self, recipient: &Recipient) -> Result<(), Reply> {
+    async fn add_recipient(&mut self, recipient: &Recipient) -> Result<(), Refusal> {
         if self.begun {
             return Err(reply::DELIVERY_FAILED);
         }
@@ -298,7 +302,7 @@ impl Transaction for MaildirTransaction {
 
     /// Opens one file in `tmp/` per distinct Maildir (making missing directories) and
     /// starts the message with `Return-Path:`.
-    async fn begin(&mut self, info: &SessionInfo, envelope: &Envelope) -> Result<(), Reply> {
+    async fn begin(&mut self, info: &SessionInfo, envelope: &Envelope) -> Result<(), Refusal> {
         if let Some(reply) = &self.failed {
             return Err(reply.clone());
         }
@@ -326,7 +330,7 @@ impl Transaction for MaildirTransaction {
 
     /// Gathers the chunk; writes once 64 KiB are gathered. A write error is answered here or
     /// at the next call (`451 4.3.0`, or `452 4.3.1` when the disk is full).
-    async fn write(&mut self, chunk: &[u8]) -> Result<(), Reply> {
+    async fn write(&mut self, chunk: &[u8]) -> Result<(), Refusal> {
         if let Some(reply) = &self.failed {
             return Err(reply.clone());
         }
@@ -370,7 +374,7 @@ impl Transaction for MaildirTransaction {
         // `deliver` left nothing of ours in tmp/.
         self.tmp.clear();
         self.failed = Some(reply::DELIVERY_FAILED); // a second commit must not answer Ok
-        let mut copies: Vec<Result<(), Reply>> = Vec::with_capacity(results.len());
+        let mut copies: Vec<Result<(), Refusal>> = Vec::with_capacity(results.len());
         let mut delivered = Vec::new();
         for result in results {
             match result {

@@ -6,7 +6,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use regex::{Regex, RegexBuilder};
-use samotop_core::{Envelope, MailDispatch, Outcomes, Recipient, Reply, SessionInfo, Transaction};
+use samotop_core::{
+    Envelope, MailDispatch, Outcomes, Recipient, Refusal, SessionInfo, Transaction,
+};
 
 use crate::Error;
 
@@ -143,7 +145,7 @@ impl<D: MailDispatch> MailDispatch for Mapped<D> {
         &self,
         info: &SessionInfo,
         envelope: &Envelope,
-    ) -> Result<Self::Transaction, Reply> {
+    ) -> Result<Self::Transaction, Refusal> {
         let inner = self.inner.open(info, envelope).await?;
         Ok(MappedTransaction {
             map: self.map.clone(),
@@ -170,7 +172,7 @@ impl<T> MappedTransaction<T> {
 
 impl<T: Transaction> Transaction for MappedTransaction<T> {
     /// Passes the recipient on with its address mapped.
-    async fn add_recipient(&mut self, recipient: &Recipient) -> Result<(), Reply> {
+    async fn add_recipient(&mut self, recipient: &Recipient) -> Result<(), Refusal> {
         let mapped = self.mapped(recipient);
         if mapped.address != recipient.address {
             log::debug!("map: {} -> {}", recipient.address, mapped.address);
@@ -179,7 +181,7 @@ impl<T: Transaction> Transaction for MappedTransaction<T> {
     }
 
     /// Passes the envelope on with its recipients' addresses mapped.
-    async fn begin(&mut self, info: &SessionInfo, envelope: &Envelope) -> Result<(), Reply> {
+    async fn begin(&mut self, info: &SessionInfo, envelope: &Envelope) -> Result<(), Refusal> {
         let mut envelope = envelope.clone();
         for r in &mut envelope.recipients {
             r.address = self.map.map(&r.address);
@@ -187,7 +189,7 @@ impl<T: Transaction> Transaction for MappedTransaction<T> {
         self.inner.begin(info, &envelope).await
     }
 
-    async fn write(&mut self, chunk: &[u8]) -> Result<(), Reply> {
+    async fn write(&mut self, chunk: &[u8]) -> Result<(), Refusal> {
         self.inner.write(chunk).await
     }
 

@@ -1,6 +1,8 @@
 //! [`Null`]: accepts every message and keeps nothing.
 
-use samotop_core::{Envelope, MailDispatch, Outcomes, Recipient, Reply, SessionInfo, Transaction};
+use samotop_core::{
+    Envelope, MailDispatch, Outcomes, Recipient, Refusal, SessionInfo, Transaction,
+};
 
 /// Accepts every recipient and every message, and throws the data away
 /// (`--deliver null`). For benchmarks and tests: it costs next to nothing.
@@ -12,7 +14,7 @@ pub struct Null;
 impl MailDispatch for Null {
     type Transaction = NullTransaction;
 
-    async fn open(&self, _: &SessionInfo, _: &Envelope) -> Result<NullTransaction, Reply> {
+    async fn open(&self, _: &SessionInfo, _: &Envelope) -> Result<NullTransaction, Refusal> {
         Ok(NullTransaction { recipients: 0 })
     }
 }
@@ -24,12 +26,12 @@ pub struct NullTransaction {
 }
 
 impl Transaction for NullTransaction {
-    async fn add_recipient(&mut self, _: &Recipient) -> Result<(), Reply> {
+    async fn add_recipient(&mut self, _: &Recipient) -> Result<(), Refusal> {
         self.recipients += 1;
         Ok(())
     }
 
-    async fn write(&mut self, _: &[u8]) -> Result<(), Reply> {
+    async fn write(&mut self, _: &[u8]) -> Result<(), Refusal> {
         Ok(())
     }
 

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use samotop_core::{
-    Envelope, MailDispatch, Outcomes, Recipient, Reply, SessionInfo, Transaction, reply,
+    Envelope, MailDispatch, Outcomes, Recipient, Refusal, Reply, SessionInfo, Transaction, reply,
 };
 
 use crate::Error;
@@ -159,7 +159,7 @@ impl MailDispatch for Proxy {
         &self,
         info: &SessionInfo,
         envelope: &Envelope,
-    ) -> Result<ProxyTransaction, Reply> {
+    ) -> Result<ProxyTransaction, Refusal> {
         let mut tx = ProxyTransaction {
             client: None,
             pool: self.pool.clone(),
@@ -191,17 +191,13 @@ impl MailDispatch for Proxy {
 /// Why a transaction cannot be passed on to this server, if it cannot: binary content
 /// (RFC 3030) needs BDAT, which this client does not send, and a UTF-8 sender needs SMTPUTF8
 /// downstream (RFC 6531 3.5).
-fn unforwardable(client: &Client, envelope: &Envelope) -> Option<Reply> {
+fn unforwardable(client: &Client, envelope: &Envelope) -> Option<Refusal> {
     use samotop_core::parser::Body;
     if envelope.params.body == Some(Body::BinaryMime) {
-        return Some(Reply::new(
-            554,
-            [5, 6, 3],
-            "Binary content (BODY=BINARYMIME) cannot be forwarded, send it as 8BITMIME",
-        ));
+        return Some(reply::BINARY_NOT_FORWARDABLE);
     }
     if !envelope.sender.to_string().is_ascii() && !client.supports("SMTPUTF8") {
-        return Some(reply::NEED_SMTPUTF8.text("The next hop does not accept UTF-8 addresses"));
+        return Some(reply::NEXT_HOP_NO_SMTPUTF8);
     }
     None
 }
@@ -231,12 +227,12 @@ pub struct ProxyTransaction {
     /// Recipients the downstream server accepted: as many final replies over LMTP.
     accepted: usize,
     /// The reply of a failure during the data, given again to every later call.
-    failure: Option<Reply>,
+    failure: Option<Refusal>,
 }
 
 impl ProxyTransaction {
     /// Logs a failure of the downstream server, drops the connection, and returns the reply.
-    fn fail(&mut self, step: &str, error: Error) -> Reply {
+    fn fail(&mut self, step: &str, error: Error) -> Refusal {
         let reply = error.reply();
         // Every downstream error names the endpoint.
         log::warn!("delivery failed at {step}: {error}; answering {reply}");
@@ -257,7 +253,7 @@ impl ProxyTransaction {
     }
 
     /// The connection, or the reply to give when there is none.
-    fn client(&mut self) -> Result<&mut Client, Reply> {
+    fn client(&mut self) -> Result<&mut Client, Refusal> {
         let failure = self.failure.clone();
         self.client
             .as_mut()
@@ -265,7 +261,7 @@ impl ProxyTransaction {
     }
 
     /// A downstream refusal as the upstream reply; a broken connection is dropped.
-    fn refused(&mut self, step: &str, reply: Reply) -> Reply {
+    fn refused(&mut self, step: &str, reply: Reply) -> Refusal {
         log::debug!("{}: {step} refused: {reply}", self.endpoint);
         if self.client.as_ref().is_some_and(Client::is_broken) {
             self.client = None;
@@ -300,7 +296,7 @@ impl ProxyTransaction {
     }
 
     /// One final reply as an outcome.
-    fn outcome(&mut self, reply: Reply) -> Result<(), Reply> {
+    fn outcome(&mut self, reply: Reply) -> Result<(), Refusal> {
         if reply.is_positive() {
             return Ok(());
         }
@@ -313,11 +309,11 @@ impl ProxyTransaction {
 }
 
 impl Transaction for ProxyTransaction {
-    async fn add_recipient(&mut self, recipient: &Recipient) -> Result<(), Reply> {
+    async fn add_recipient(&mut self, recipient: &Recipient) -> Result<(), Refusal> {
         let client = self.client()?;
         if !recipient.address.is_ascii() && !client.supports("SMTPUTF8") {
             // RFC 6531 3.5: the next hop cannot take this address.
-            return Err(reply::NEED_SMTPUTF8.text("The next hop does not accept UTF-8 addresses"));
+            return Err(reply::NEXT_HOP_NO_SMTPUTF8);
         }
         match client.rcpt(&recipient.address).await {
             Ok(reply) if reply.is_positive() => {
@@ -333,7 +329,7 @@ impl Transaction for ProxyTransaction {
         }
     }
 
-    async fn begin(&mut self, _info: &SessionInfo, envelope: &Envelope) -> Result<(), Reply> {
+    async fn begin(&mut self, _info: &SessionInfo, envelope: &Envelope) -> Result<(), Refusal> {
         if envelope.recipients.len() != self.accepted {
             // The final replies would be miscounted; better not deliver at all.
             log::error!(
@@ -362,7 +358,7 @@ impl Transaction for ProxyTransaction {
         }
     }
 
-    async fn write(&mut self, chunk: &[u8]) -> Result<(), Reply> {
+    async fn write(&mut self, chunk: &[u8]) -> Result<(), Refusal> {
         let client = self.client()?;
         match client.send_data(chunk).await {
             Ok(()) => Ok(()),
@@ -408,13 +404,14 @@ impl Transaction for ProxyTransaction {
     }
 }
 
-/// A downstream reply as the upstream one: the same, except that `421` (which would close
-/// the upstream session) becomes `451`.
-fn upstream(reply: Reply) -> Reply {
+/// A downstream refusal as the upstream one: the same, except that `421` (which would close
+/// the upstream session) becomes `451`, and a reply that is no refusal (a `354` to `RCPT`)
+/// becomes `451 4.3.0` (see [`Refusal::from_reply`]).
+fn upstream(reply: Reply) -> Refusal {
     if reply.code() == 421 {
-        return Reply::with_text(451, reply.enhanced(), reply.message().to_string());
+        return Refusal::with_text(451, reply.enhanced(), reply.message().to_string());
     }
-    reply
+    Refusal::from_reply(reply)
 }
 
 /// A name fit for `LHLO`/`EHLO`: letters, digits, `-`, `.`, `_`, or an address literal.

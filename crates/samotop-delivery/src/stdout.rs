@@ -1,37 +1,44 @@
-//! [`Stdout`]: prints each message to standard output.
+//! [`Stdout`]: prints each message to standard output, one whole frame at its commit.
 
-use samotop_core::{Envelope, MailDispatch, Outcomes, Recipient, Reply, SessionInfo, Transaction};
+use samotop_core::{
+    Envelope, MailDispatch, Outcomes, Recipient, Refusal, SessionInfo, Spool, Transaction, reply,
+};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::Mutex;
 
 use crate::Error;
 
-/// One message at a time on standard output.
+/// One frame at a time on standard output.
 static STDOUT: Mutex<()> = Mutex::const_new(());
 
+/// Message data kept in memory per transaction before the spool moves to a temporary file.
+const MEMORY: usize = 1024 * 1024;
+
 /// Prints each message to standard output (`--deliver stdout`), for trying things out and
-/// for pipes: an envelope line, then the message as stored elsewhere (trace header fields,
-/// then the data), streamed chunk by chunk, never gathered:
+/// for pipes. Each message is one frame, written whole when it commits:
 ///
 /// ```text
-/// MAIL FROM:<sender@example.org> RCPT TO:<a@example.com>,<b@example.com>
+/// MAIL FROM:<sender@example.org> RCPT TO:<a@example.com>,<b@example.com> LENGTH=1234
 /// Received: from ...
 /// Subject: ...
 /// ```
 ///
-/// The envelope line ends in CR LF like the message; its recipients are the delivery
-/// addresses (after any `--map`), with control characters shown as `?`.
+/// The envelope line ends in CR LF; its recipients are the delivery addresses (after any
+/// `--map`), with control characters shown as `?`. `LENGTH=` is the number of octets that
+/// follow it: the message as stored elsewhere (trace header fields, then the data, byte for
+/// byte), after which the next frame begins. A reader takes the line, then exactly that many
+/// octets: any content, binary too, is framed exactly.
 ///
-/// Messages do not interleave: a transaction holds standard output from the start of its
-/// data to its commit or abort, so a slow client delays the others (up to the data
-/// timeout). An aborted message may appear in part. The commit answers `Ok` once the data
-/// is flushed; a write error (a closed pipe) answers `451 4.3.0`. Do not combine with
-/// `--stdio`, whose session speaks on standard output.
+/// Until its commit a message is held in a [`Spool`] (memory, then an encrypted temporary
+/// file), so a refused or aborted message leaves nothing on standard output, and the lock
+/// on standard output is held only while one frame is written. The commit answers `Ok` once
+/// the frame is flushed; a write error (a closed pipe) answers `451 4.3.0`. Do not combine
+/// with `--stdio`, whose session speaks on standard output.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Stdout;
 
 impl Stdout {
-    /// The standard output backend; all instances share standard output, one message at a
+    /// The standard output backend; all instances share standard output, one frame at a
     /// time.
     pub fn new() -> Self {
         Stdout
@@ -41,10 +48,11 @@ impl Stdout {
 impl MailDispatch for Stdout {
     type Transaction = StdoutTransaction;
 
-    async fn open(&self, _: &SessionInfo, _: &Envelope) -> Result<StdoutTransaction, Reply> {
+    async fn open(&self, _: &SessionInfo, _: &Envelope) -> Result<StdoutTransaction, Refusal> {
         Ok(StdoutTransaction {
             recipients: 0,
-            out: None,
+            line: String::new(),
+            spool: Spool::new(MEMORY),
             failed: None,
         })
     }
@@ -54,78 +62,82 @@ impl MailDispatch for Stdout {
 #[derive(Debug)]
 pub struct StdoutTransaction {
     recipients: usize,
-    /// Held from `begin` to the end.
-    out: Option<(MutexGuard<'static, ()>, tokio::io::Stdout)>,
+    /// The envelope line, without `LENGTH=`.
+    line: String,
+    spool: Spool,
     /// Sticky: every later call answers it.
-    failed: Option<Reply>,
+    failed: Option<Refusal>,
 }
 
 impl StdoutTransaction {
-    async fn put(&mut self, bytes: &[u8]) -> Result<(), Reply> {
-        if let Some(reply) = &self.failed {
-            return Err(reply.clone());
-        }
-        let Some((_, out)) = self.out.as_mut() else {
-            return Err(samotop_core::reply::DELIVERY_FAILED);
-        };
-        match out.write_all(bytes).await {
-            Ok(()) => Ok(()),
-            Err(source) => Err(self.fail(Error::Stdout { source })),
-        }
+    fn fail(&mut self, error: Error) -> Refusal {
+        let refusal = error.reply();
+        log::warn!("stdout: {error}; replying {refusal}");
+        self.failed = Some(refusal.clone());
+        refusal
     }
 
-    fn fail(&mut self, error: Error) -> Reply {
-        let reply = error.reply();
-        log::warn!("stdout: {error}; replying {reply}");
-        self.failed = Some(reply.clone());
-        self.out = None;
-        reply
+    /// Writes the frame under the lock.
+    async fn print(&mut self) -> Result<(), Error> {
+        let _guard = STDOUT.lock().await;
+        let mut out = tokio::io::stdout();
+        let line = format!("{} LENGTH={}\r\n", self.line, self.spool.len());
+        let stdout = |source| Error::Stdout { source };
+        out.write_all(line.as_bytes()).await.map_err(stdout)?;
+        let mut reader = self.spool.reader();
+        // Bounded: each turn takes at least one byte of a spool of known length.
+        while let Some(chunk) = reader.next_chunk(64 * 1024).await.map_err(stdout)? {
+            out.write_all(&chunk).await.map_err(stdout)?;
+        }
+        out.flush().await.map_err(stdout)
     }
 }
 
 impl Transaction for StdoutTransaction {
-    async fn add_recipient(&mut self, _: &Recipient) -> Result<(), Reply> {
+    async fn add_recipient(&mut self, _: &Recipient) -> Result<(), Refusal> {
         self.recipients += 1;
         Ok(())
     }
 
-    /// Waits for standard output, then prints the envelope line.
-    async fn begin(&mut self, _: &SessionInfo, envelope: &Envelope) -> Result<(), Reply> {
-        let guard = STDOUT.lock().await;
-        self.out = Some((guard, tokio::io::stdout()));
-        let line = envelope_line(envelope);
-        self.put(line.as_bytes()).await
+    async fn begin(&mut self, _: &SessionInfo, envelope: &Envelope) -> Result<(), Refusal> {
+        self.line = envelope_line(envelope);
+        Ok(())
     }
 
-    async fn write(&mut self, chunk: &[u8]) -> Result<(), Reply> {
-        self.put(chunk).await
+    async fn write(&mut self, chunk: &[u8]) -> Result<(), Refusal> {
+        if let Some(refusal) = &self.failed {
+            return Err(refusal.clone());
+        }
+        match self.spool.write(chunk).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                log::warn!("stdout: cannot hold the message: {e}");
+                let refusal = reply::for_io_error(&e);
+                self.failed = Some(refusal.clone());
+                Err(refusal)
+            }
+        }
     }
 
-    /// Flushes; `Ok` for every recipient when that worked.
+    /// Prints the frame; `Ok` for every recipient once it is flushed.
     async fn commit(&mut self) -> Outcomes {
-        let result = match self.out.as_mut() {
-            Some((_, out)) => match out.flush().await {
+        let result = match self.failed.clone() {
+            Some(refusal) => Err(refusal),
+            None => match self.print().await {
                 Ok(()) => Ok(()),
-                Err(source) => Err(self.fail(Error::Stdout { source })),
+                Err(e) => Err(self.fail(e)),
             },
-            None => Err(self
-                .failed
-                .clone()
-                .unwrap_or(samotop_core::reply::DELIVERY_FAILED)),
         };
-        self.out = None;
+        self.spool = Spool::new(0);
         vec![result; self.recipients]
     }
 
     async fn abort(&mut self) {
-        if let Some((_, out)) = self.out.as_mut() {
-            let _ = out.flush().await;
-        }
-        self.out = None;
+        self.spool = Spool::new(0);
     }
 }
 
-/// `MAIL FROM:<sender> RCPT TO:<a>,<b>` and CR LF.
+/// `MAIL FROM:<sender> RCPT TO:<a>,<b>`.
 fn envelope_line(envelope: &Envelope) -> String {
     let clean = |s: String| -> String {
         s.chars()
@@ -138,7 +150,7 @@ fn envelope_line(envelope: &Envelope) -> String {
         .map(|r| format!("<{}>", clean(r.address.clone())))
         .collect();
     format!(
-        "MAIL FROM:<{}> RCPT TO:{}\r\n",
+        "MAIL FROM:<{}> RCPT TO:{}",
         clean(envelope.sender.to_string()),
         recipients.join(",")
     )
@@ -158,7 +170,7 @@ mod tests {
         env.recipients.push(r);
         assert_eq!(
             envelope_line(&env),
-            "MAIL FROM:<> RCPT TO:<Postmaster>,<a??b>\r\n"
+            "MAIL FROM:<> RCPT TO:<Postmaster>,<a??b>"
         );
     }
 }

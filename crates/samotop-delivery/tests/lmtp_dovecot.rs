@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use lmtp_support::{ALICE, BOB, CountingShim, Dovecot, envelope, recipient, session};
-use samotop_core::{Envelope, MailDispatch, Reply, Transaction};
+use samotop_core::{Envelope, MailDispatch, Refusal, Transaction};
 use samotop_delivery::{Dialect, Endpoint, Proxy};
 
 /// Every step of these tests is bounded by this.
@@ -44,7 +44,7 @@ async fn deliver(
     proxy: &Proxy,
     recipients: &[(&str, &str)],
     body: &[&[u8]],
-) -> Vec<Result<(), Reply>> {
+) -> Vec<Result<(), Refusal>> {
     let mut env = envelope("sender@example.net");
     let mut tx = open_with(proxy, &mut env, recipients).await;
     tx.begin(&session(), &env).await.expect("DATA accepted");

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lmtp_support::{envelope, recipient, session};
-use samotop_core::{MailDispatch, Reply, Transaction};
+use samotop_core::{MailDispatch, Refusal, Transaction};
 use samotop_delivery::{Dialect, Endpoint, Proxy};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
@@ -168,7 +168,7 @@ async fn read_data(
 }
 
 /// open + RCPT each + DATA + one chunk + commit.
-async fn deliver(proxy: &Proxy, rcpts: &[&str]) -> Vec<Result<(), Reply>> {
+async fn deliver(proxy: &Proxy, rcpts: &[&str]) -> Vec<Result<(), Refusal>> {
     let mut env = envelope("a@example.net");
     let mut tx = proxy.open(&session(), &env).await.expect("MAIL accepted");
     for address in rcpts {

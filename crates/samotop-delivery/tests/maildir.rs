@@ -62,7 +62,7 @@ async fn deliver(
         env.recipients.push(r);
     }
     tx.begin(&info, &env).await.expect("begin");
-    let headers = trace::trace_headers(&info, &env, None, SystemTime::now());
+    let headers = trace::trace_headers(&info, &env, SystemTime::now());
     tx.write(headers.as_bytes()).await.expect("trace header");
     let mut expected = trace::return_path(&env).into_bytes();
     expected.extend_from_slice(headers.as_bytes());

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::SystemTime;
 
 use samotop_core::{
-    Envelope, MailDispatch, Peer, Recipient, Reply, SessionInfo, Transaction, trace,
+    Envelope, MailDispatch, Peer, Recipient, Refusal, SessionInfo, Transaction, trace,
 };
 use samotop_delivery::{Layout, Maildir};
 use samotop_parser::{ForwardPath, Host, MailParams, Mailbox, RcptParams, ReversePath};
@@ -66,7 +66,7 @@ fn files(dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-fn is_storage_full(reply: &Reply) -> bool {
+fn is_storage_full(reply: &Refusal) -> bool {
     reply.code() == 452 && reply.enhanced() == Some([4, 3, 1])
 }
 
@@ -83,7 +83,7 @@ async fn begin(maildir: &Maildir) -> impl Transaction {
     tx.add_recipient(&r).await.expect("rcpt");
     env.recipients.push(r);
     tx.begin(&info, &env).await.expect("begin");
-    let headers = trace::trace_headers(&info, &env, None, SystemTime::now());
+    let headers = trace::trace_headers(&info, &env, SystemTime::now());
     tx.write(headers.as_bytes()).await.expect("trace header");
     tx
 }

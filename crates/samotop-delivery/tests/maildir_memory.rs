@@ -36,7 +36,7 @@ async fn a_100_mb_message_streams_in_bounded_memory() {
     tx.add_recipient(&r).await.expect("rcpt");
     env.recipients.push(r);
     tx.begin(&info, &env).await.expect("begin");
-    let headers = trace::trace_headers(&info, &env, None, SystemTime::now());
+    let headers = trace::trace_headers(&info, &env, SystemTime::now());
     tx.write(headers.as_bytes()).await.expect("trace header");
 
     let chunk = vec![b'z'; 65_536];

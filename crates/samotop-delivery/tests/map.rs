@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use samotop_core::{
-    Envelope, MailDispatch, Outcomes, Peer, Recipient, Reply, SessionInfo, Transaction,
+    Envelope, MailDispatch, Outcomes, Peer, Recipient, Refusal, SessionInfo, Transaction,
 };
 use samotop_delivery::{Error, Layout, Maildir, Mapped, RecipientMap};
 use samotop_parser::{ForwardPath, Host, MailParams, Mailbox, RcptParams, ReversePath};
@@ -93,13 +93,13 @@ struct Recording(Arc<Mutex<Vec<String>>>, usize);
 
 impl MailDispatch for Recorder {
     type Transaction = Recording;
-    async fn open(&self, _: &SessionInfo, _: &Envelope) -> Result<Recording, Reply> {
+    async fn open(&self, _: &SessionInfo, _: &Envelope) -> Result<Recording, Refusal> {
         Ok(Recording(self.0.clone(), 0))
     }
 }
 
 impl Transaction for Recording {
-    async fn add_recipient(&mut self, r: &Recipient) -> Result<(), Reply> {
+    async fn add_recipient(&mut self, r: &Recipient) -> Result<(), Refusal> {
         self.0
             .lock()
             .expect("lock")
@@ -107,7 +107,7 @@ impl Transaction for Recording {
         self.1 += 1;
         Ok(())
     }
-    async fn begin(&mut self, _: &SessionInfo, env: &Envelope) -> Result<(), Reply> {
+    async fn begin(&mut self, _: &SessionInfo, env: &Envelope) -> Result<(), Refusal> {
         for r in &env.recipients {
             self.0
                 .lock()
@@ -116,7 +116,7 @@ impl Transaction for Recording {
         }
         Ok(())
     }
-    async fn write(&mut self, chunk: &[u8]) -> Result<(), Reply> {
+    async fn write(&mut self, chunk: &[u8]) -> Result<(), Refusal> {
         let text = String::from_utf8_lossy(chunk).into_owned();
         self.0.lock().expect("lock").push(format!("write {text}"));
         Ok(())

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use samotop_core::Reply;
+use samotop_core::Refusal;
 use samotop_core::reply;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -48,7 +48,7 @@ impl ConnLimits {
     }
 
     /// Takes a place for a connection, or says which reply refuses it.
-    pub fn admit(&self) -> Result<Slot, Reply> {
+    pub fn admit(&self) -> Result<Slot, Refusal> {
         let permit = self
             .total
             .clone()
@@ -62,7 +62,7 @@ impl ConnLimits {
     }
 
     /// Counts the slot against its peer's address (after PROXY protocol, the real client).
-    pub fn admit_ip(&self, slot: &mut Slot, ip: IpAddr) -> Result<(), Reply> {
+    pub fn admit_ip(&self, slot: &mut Slot, ip: IpAddr) -> Result<(), Refusal> {
         if self.per_ip == 0 {
             return Ok(());
         }

@@ -177,7 +177,7 @@ async fn handle(conn: Conn, kind: Kind, shared: Arc<Shared>) {
             };
             if let Err(reply) = shared.limits.admit_ip(&mut slot, peer.ip()) {
                 log::warn!("connection from {} refused: {reply}", peer.ip());
-                let _ = stream.write_all(&reply.to_bytes()).await;
+                let _ = stream.write_all(&reply.reply().to_bytes()).await;
                 let _ = stream.shutdown().await;
                 return;
             }
@@ -213,8 +213,8 @@ async fn handle(conn: Conn, kind: Kind, shared: Arc<Shared>) {
     drop(slot);
 }
 
-async fn refuse(conn: Conn, reply: &samotop_core::Reply) {
-    let bytes = reply.to_bytes();
+async fn refuse(conn: Conn, reply: &samotop_core::Refusal) {
+    let bytes = reply.reply().to_bytes();
     match conn {
         Conn::Tcp(mut s, ..) => {
             let _ = s.write_all(&bytes).await;

@@ -76,6 +76,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         starttls: false,
         require_tls: cli.require_tls,
         accept_bare_newlines: cli.accept_bare_newlines,
+        ..SessionConfig::default()
     };
     let driver = |protocol| {
         let mut d = Driver::new(dispatch.clone(), guards.clone(), config(protocol))

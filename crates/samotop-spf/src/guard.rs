@@ -327,7 +327,7 @@ pub(crate) fn verdict(
             )))
         }
         (Policy::Tag | Policy::Reject, _) => {
-            Verdict::AddHeader(received_spf(o, receiver, helo, sender))
+            Verdict::add_header(received_spf(o, receiver, helo, sender))
         }
     }
 }

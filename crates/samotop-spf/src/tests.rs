@@ -191,7 +191,8 @@ async fn verdict(policy: Policy, address: &str, ip: &str) -> Verdict {
 
 fn header(v: Verdict) -> String {
     match v {
-        Verdict::AddHeader(h) => {
+        Verdict::Note(mut note) if note.headers.len() == 1 => {
+            let h = note.headers.remove(0);
             assert!(!h.contains(['\r', '\n']), "{h:?}");
             h
         }

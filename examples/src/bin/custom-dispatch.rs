@@ -20,7 +20,7 @@
 use std::sync::Arc;
 
 use samotop_core::{
-    Driver, Envelope, MailDispatch, Outcomes, Peer, Recipient, Reply, SessionConfig, SessionInfo,
+    Driver, Envelope, MailDispatch, Outcomes, Peer, Recipient, Refusal, SessionConfig, SessionInfo,
     Transaction, reply,
 };
 use tokio::io::AsyncWriteExt;
@@ -46,7 +46,7 @@ struct JsonMessage {
 impl MailDispatch for JsonLines {
     type Transaction = JsonMessage;
 
-    async fn open(&self, info: &SessionInfo, envelope: &Envelope) -> Result<JsonMessage, Reply> {
+    async fn open(&self, info: &SessionInfo, envelope: &Envelope) -> Result<JsonMessage, Refusal> {
         Ok(JsonMessage {
             file: self.file.clone(),
             id: envelope.id.clone(),
@@ -59,13 +59,13 @@ impl MailDispatch for JsonLines {
 }
 
 impl Transaction for JsonMessage {
-    async fn add_recipient(&mut self, recipient: &Recipient) -> Result<(), Reply> {
+    async fn add_recipient(&mut self, recipient: &Recipient) -> Result<(), Refusal> {
         // Refusing here (an `Err`) is the reply to RCPT TO.
         self.to.push(recipient.address.clone());
         Ok(())
     }
 
-    async fn write(&mut self, chunk: &[u8]) -> Result<(), Reply> {
+    async fn write(&mut self, chunk: &[u8]) -> Result<(), Refusal> {
         self.data.extend_from_slice(chunk);
         Ok(())
     }

@@ -13,7 +13,7 @@
 //! swaks --server 127.0.0.1:2525 --to b@example.com     # 550 5.7.1 Relay not permitted
 //! ```
 //!
-//! A guard answers with a [`Verdict`]: `Accept`, `AddHeader` (accept and prepend a header
+//! A guard answers with a [`Verdict`]: `Accept`, `Note` (accept and prepend a header
 //! field, e.g. a spam score), `Reject(reply)` (refuse this command, the session goes on) or
 //! `Close(reply)` (refuse and hang up).
 

@@ -1,25 +1,42 @@
 //! The sans-io SMTP/LMTP session state machine.
 //!
-//! No socket, clock or task inside: bytes go in with [`Session::feed`], events come out of
-//! [`Session::poll_event`], and each event that asks a question gets one [`Session::resolve`].
-//! The driver owns the timer and calls [`Session::timed_out`]; the session picks the reply.
+//! No socket, clock or task inside: bytes go in with [`Session::feed`] (with the time, which
+//! the session needs only for the `Received:` field), events come out of
+//! [`Session::poll_event`], and each event that asks a question gets one
+//! [`Session::resolve`]. The driver owns the timers and calls [`Session::timed_out`]; the
+//! session picks every reply.
+//!
+//! One question per event, in this order for a message:
+//!
+//! ```text
+//! Guard(Connect)                        banner
+//! Guard(Helo)                           EHLO reply (extensions from the backend's capabilities)
+//! Guard(Mail) -> Open                   250 / refusal
+//! Guard(Rcpt) -> AddRecipient           250 / refusal, per RCPT
+//! Guard(Data)                           354 (DATA) or nothing (BDAT)
+//! Begin -> Chunk* -> Commit             without end-of-data checks: the data streams
+//! Spool* -> Guard(EndOfData) -> Begin -> Chunk -> Unspool -> Commit     with them
+//! ```
 
 mod data;
+mod decode;
+mod header;
+mod lmtp;
 mod smtp;
 
-pub use data::DataDecoder;
+pub use decode::DataDecoder;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
-use crate::dispatch::Outcomes;
+use crate::dispatch::{Capabilities, Outcomes};
 use crate::envelope::{Envelope, Protocol, Recipient, SessionInfo, TlsInfo};
 use crate::guard::Verdict;
 use crate::limits::Limits;
-use crate::reply::Reply;
+use crate::reply::{self, Refusal, Reply};
 
 /// What a session is configured to do. Shared by all sessions of a listener.
 #[derive(Debug, Clone)]
@@ -35,6 +52,12 @@ pub struct SessionConfig {
     /// Store messages with bare CR or LF as they are, instead of refusing them with
     /// [`crate::reply::BARE_NEWLINE`]. Default false. Either way they never end the data.
     pub accept_bare_newlines: bool,
+    /// What the backend can carry: EHLO offers only that. A [`Driver`](crate::Driver) sets it
+    /// from its dispatch's [`capabilities`](crate::MailDispatch::capabilities).
+    pub capabilities: Capabilities,
+    /// Spool each message for end-of-data checks before the backend sees it. A
+    /// [`Driver`](crate::Driver) sets it when it has an active [`DataCheck`](crate::DataCheck).
+    pub spool: bool,
 }
 
 impl Default for SessionConfig {
@@ -45,6 +68,40 @@ impl Default for SessionConfig {
             starttls: false,
             require_tls: false,
             accept_bare_newlines: false,
+            capabilities: Capabilities::default(),
+            spool: false,
+        }
+    }
+}
+
+/// Where in the session a guard or a check is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// A peer connected; no banner yet ([`Guard::connect`](crate::Guard::connect)).
+    Connect,
+    /// HELO/EHLO/LHLO ([`Guard::helo`](crate::Guard::helo)).
+    Helo,
+    /// MAIL FROM ([`Guard::mail`](crate::Guard::mail)).
+    Mail,
+    /// RCPT TO; the recipient is [`Session::recipient`] ([`Guard::rcpt`](crate::Guard::rcpt)).
+    Rcpt,
+    /// DATA or the first BDAT ([`Guard::data`](crate::Guard::data)).
+    Data,
+    /// The data is complete and spooled ([`Scan::verdict`](crate::Scan::verdict)).
+    EndOfData,
+}
+
+impl Stage {
+    /// A short word for logs and metrics: `connect`, `helo`, `mail`, `rcpt`, `data`,
+    /// `end_of_data`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Stage::Connect => "connect",
+            Stage::Helo => "helo",
+            Stage::Mail => "mail",
+            Stage::Rcpt => "rcpt",
+            Stage::Data => "data",
+            Stage::EndOfData => "end_of_data",
         }
     }
 }
@@ -54,27 +111,32 @@ impl Default for SessionConfig {
 pub enum Event {
     /// Send this reply (buffer it; flush before reading more input).
     Reply(Reply),
-    /// Ask the guards' `connect`; answer with [`Answer::Verdict`].
-    Connect,
-    /// Ask the guards' `helo` (`info().helo` is set); answer with [`Answer::Verdict`].
-    Helo,
-    /// Ask the guards' `mail`, then open a transaction for `envelope()`; answer with
+    /// Ask the guards (or, at [`Stage::EndOfData`], the checks); answer with
     /// [`Answer::Verdict`].
-    Mail,
-    /// Ask the guards' `rcpt`, then the transaction's `add_recipient`; answer with
-    /// [`Answer::Verdict`].
-    Rcpt(Recipient),
-    /// The data starts: ask the guards' `data`, then call the transaction's `begin` and write
-    /// the trace header fields; answer with [`Answer::Verdict`].
-    DataStart,
-    /// Write this chunk of data to the transaction; answer with [`Answer::Written`].
+    Guard(Stage),
+    /// Open a transaction for [`Session::envelope`] (no recipients yet); answer with
+    /// [`Answer::Done`].
+    Open,
+    /// Add [`Session::recipient`] to the transaction; answer with [`Answer::Done`].
+    AddRecipient,
+    /// The data starts: call the transaction's `begin` with [`Session::envelope`]; answer
+    /// with [`Answer::Done`].
+    Begin,
+    /// Write this chunk to the transaction; answer with [`Answer::Done`]. The first chunk
+    /// starts with the trace header fields.
     Chunk(Bytes),
+    /// Show this chunk to the end-of-data checks and add it to the spool; answer with
+    /// [`Answer::Done`].
+    Spool(Bytes),
+    /// Write the whole spool to the transaction, chunk by chunk; answer with
+    /// [`Answer::Done`].
+    Unspool,
     /// Commit the transaction; answer with [`Answer::Committed`].
     Commit,
-    /// Abort the transaction, if one is open. No answer.
+    /// Abort the transaction, if one is open, and drop any spool. No answer.
     Abort,
     /// Start TLS: flush the replies, discard any input already received, do the handshake,
-    /// then call [`Session::tls_started`] (or close on failure).
+    /// then call [`Session::tls_started`] (or [`Session::failed`]).
     StartTls,
     /// Flush the replies and close the connection.
     Close,
@@ -83,12 +145,18 @@ pub enum Event {
 /// The driver's answer to the question an [`Event`] asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
-    /// For `Connect`, `Helo`, `Mail`, `Rcpt` and `DataStart`.
+    /// For [`Event::Guard`].
     Verdict(Verdict),
-    /// For `Chunk`.
-    Written(Result<(), Reply>),
-    /// For `Commit`.
+    /// For `Open`, `AddRecipient`, `Begin`, `Chunk`, `Spool` and `Unspool`.
+    Done(Result<(), Refusal>),
+    /// For `Commit`: one outcome per recipient added.
     Committed(Outcomes),
+    /// The question was not answered within [`Limits::backend_timeout`]. A transaction whose
+    /// call timed out is dropped by the driver; the session answers `451 4.4.1`.
+    TimedOut,
+    /// The driver could not ask: it has no transaction (a bug in the driver or the session).
+    /// The session answers `451 4.3.0` and gives the transaction up.
+    Unanswerable,
 }
 
 /// Why a session ended, for the log line.
@@ -128,25 +196,30 @@ impl End {
 /// Counters for the one log line per session.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Messages accepted (250 after the data).
+    /// Messages accepted (250 after the data; over LMTP, at least one recipient's 250).
     pub mails: usize,
     /// Recipients accepted.
     pub rcpts: usize,
+    /// Recipients refused.
+    pub rejected_rcpts: usize,
     /// Message octets received (after unstuffing).
     pub bytes: u64,
     /// Bad commands.
     pub errors: usize,
+    /// Command lines received.
+    pub commands: usize,
 }
 
 /// The question the session waits on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Waiting {
-    Connect,
-    Helo,
-    Mail,
-    Rcpt(Recipient),
-    DataStart,
+    Guard(Stage),
+    Open,
+    AddRecipient,
+    Begin,
     Chunk,
+    Spool,
+    Unspool,
     Commit,
     Tls,
 }
@@ -168,26 +241,13 @@ enum Input {
     Closed,
 }
 
-/// The message data in flight.
-#[derive(Debug, Default)]
-struct Message {
-    /// Unstuffed data not yet handed to the sink.
-    chunk: BytesMut,
-    /// Octets received so far.
-    size: u64,
-    /// The first failure; the data is then read and thrown away.
-    failure: Option<Reply>,
-    /// `begin` succeeded (first BDAT, or DATA): the transaction has data.
-    begun: bool,
-    /// The end of the data was seen; commit after the pending chunk is written.
-    ended: bool,
-}
-
-/// One SMTP or LMTP session, from the greeting to the close. Driven as the [crate](crate) docs show.
+/// One SMTP or LMTP session, from the greeting to the close. Driven as the [crate](crate) docs
+/// show.
 ///
 /// Call order: poll events until `None`; `feed` input; repeat. When `feed` consumes nothing and
-/// there is no event, read more input (flush the replies first). An event that asks gets one
-/// `resolve` before the session goes on.
+/// there is no event, read more input (flush the replies first; inside message data, call
+/// [`flush_data`](Session::flush_data) before waiting). An event that asks gets one `resolve`
+/// before the session goes on.
 #[derive(Debug)]
 pub struct Session {
     config: Arc<SessionConfig>,
@@ -196,31 +256,37 @@ pub struct Session {
     waiting: Option<Waiting>,
     events: VecDeque<Event>,
     envelope: Option<Envelope>,
-    message: Message,
+    /// The transaction was opened at the backend (it must be aborted or committed).
+    opened: bool,
+    /// The recipient being asked about.
+    recipient: Option<Recipient>,
+    message: data::Message,
     transactions: usize,
-    commands: usize,
     stats: Stats,
     end: End,
+    now: SystemTime,
 }
 
 impl Session {
-    /// A new session; its first event is [`Event::Connect`].
+    /// A new session; its first event is [`Event::Guard`]`(`[`Stage::Connect`]`)`.
     pub fn new(config: Arc<SessionConfig>, mut info: SessionInfo) -> Self {
         info.protocol = config.protocol;
         let mut events = VecDeque::with_capacity(4);
-        events.push_back(Event::Connect);
+        events.push_back(Event::Guard(Stage::Connect));
         Session {
             config,
             info,
             input: Input::Connecting,
-            waiting: Some(Waiting::Connect),
+            waiting: Some(Waiting::Guard(Stage::Connect)),
             events,
             envelope: None,
-            message: Message::default(),
+            opened: false,
+            recipient: None,
+            message: data::Message::default(),
             transactions: 0,
-            commands: 0,
             stats: Stats::default(),
             end: End::Open,
+            now: UNIX_EPOCH,
         }
     }
 
@@ -229,9 +295,19 @@ impl Session {
         &self.info
     }
 
-    /// The transaction in progress (set from MAIL on, also while `Event::Mail` is asked).
+    /// The configuration.
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    /// The transaction in progress (set from MAIL on, also while `Guard(Mail)` is asked).
     pub fn envelope(&self) -> Option<&Envelope> {
         self.envelope.as_ref()
+    }
+
+    /// The recipient that `Guard(Rcpt)` and `AddRecipient` ask about.
+    pub fn recipient(&self) -> Option<&Recipient> {
+        self.recipient.as_ref()
     }
 
     /// Counters for logging.
@@ -260,7 +336,7 @@ impl Session {
     }
 
     /// True while the rest of an over-long command line is being thrown away.
-    pub(crate) fn is_discarding(&self) -> bool {
+    pub fn is_discarding(&self) -> bool {
         matches!(self.input, Input::Discard)
     }
 
@@ -281,9 +357,11 @@ impl Session {
         self.events.pop_front()
     }
 
-    /// Consumes input; returns how many bytes were used. The rest must be offered again.
-    /// Returns 0 while the session waits for an answer, is closed, or needs more bytes.
-    pub fn feed(&mut self, input: &[u8]) -> usize {
+    /// Consumes input received at `now`; returns how many bytes were used. The rest must be
+    /// offered again. Returns 0 while the session waits for an answer, is closed, or needs
+    /// more bytes. `now` dates the `Received:` field of a message whose data starts here.
+    pub fn feed(&mut self, input: &[u8], now: SystemTime) -> usize {
+        self.now = now;
         if self.waiting.is_some() || input.is_empty() {
             return 0;
         }
@@ -312,13 +390,26 @@ impl Session {
             return;
         };
         match (waiting, answer) {
-            (Waiting::Connect, Answer::Verdict(v)) => self.connect_verdict(v),
-            (Waiting::Helo, Answer::Verdict(v)) => self.helo_verdict(v),
-            (Waiting::Mail, Answer::Verdict(v)) => self.mail_verdict(v),
-            (Waiting::Rcpt(r), Answer::Verdict(v)) => self.rcpt_verdict(r, v),
-            (Waiting::DataStart, Answer::Verdict(v)) => self.data_verdict(v),
-            (Waiting::Chunk, Answer::Written(r)) => self.chunk_written(r),
+            (Waiting::Guard(stage), Answer::Verdict(v)) => self.verdict(stage, v),
+            (Waiting::Guard(Stage::Connect), Answer::TimedOut | Answer::Unanswerable) => {
+                log::warn!("session {}: the connect check did not answer", self.info.id);
+                self.verdict(Stage::Connect, Verdict::Close(reply::NOT_READY))
+            }
+            (Waiting::Open, Answer::Done(r)) => self.opened(r),
+            (Waiting::AddRecipient, Answer::Done(r)) => self.recipient_added(r),
+            (Waiting::Begin, Answer::Done(r)) => self.begun(r),
+            (Waiting::Chunk | Waiting::Spool | Waiting::Unspool, Answer::Done(r)) => {
+                self.written(r)
+            }
             (Waiting::Commit, Answer::Committed(o)) => self.committed(o),
+            (waiting, Answer::TimedOut) => self.backend_timed_out(waiting, reply::BACKEND_TIMEOUT),
+            (waiting, Answer::Unanswerable) => {
+                log::error!(
+                    "session {}: the driver could not answer {waiting:?}",
+                    self.info.id
+                );
+                self.backend_timed_out(waiting, reply::DELIVERY_FAILED)
+            }
             (waiting, answer) => {
                 log::error!(
                     "session {}: answer {answer:?} does not fit {waiting:?}",
@@ -342,7 +433,7 @@ impl Session {
 
     /// No input arrived within [`read_timeout`](Session::read_timeout): 421 4.4.2 and close.
     pub fn timed_out(&mut self) {
-        self.close_with(Some(crate::reply::TIMEOUT), End::Timeout);
+        self.close_with(Some(reply::TIMEOUT), End::Timeout);
     }
 
     /// The peer closed its side.
@@ -357,22 +448,31 @@ impl Session {
 
     /// The peer spoke before the greeting: 554 5.5.1 and close.
     pub fn early_talker(&mut self) {
-        self.close_with(Some(crate::reply::EARLY_TALKER), End::Refused);
+        self.close_with(Some(reply::EARLY_TALKER), End::Refused);
     }
 
     /// The server is shutting down. A session waiting for a command gets 421 4.3.2 and is
     /// closed; one inside a transaction's data is left to finish. Returns true when closed.
     pub fn shutdown(&mut self) -> bool {
         if self.waiting.is_none() && matches!(self.input, Input::Command | Input::Connecting) {
-            self.close_with(Some(crate::reply::SHUTTING_DOWN), End::Shutdown);
+            self.close_with(Some(reply::SHUTTING_DOWN), End::Shutdown);
             true
         } else {
             self.is_closed()
         }
     }
 
-    fn reply(&mut self, reply: Reply) {
-        self.events.push_back(Event::Reply(reply));
+    fn reply(&mut self, reply: impl Into<Reply>) {
+        self.events.push_back(Event::Reply(reply.into()));
+    }
+
+    /// Sends a refusal; a `421` closes the session, as the code says.
+    fn refuse(&mut self, refusal: Refusal) {
+        if refusal.code() == 421 {
+            self.close_with(Some(refusal), End::Refused);
+        } else {
+            self.reply(refusal);
+        }
     }
 
     fn ask(&mut self, event: Event, waiting: Waiting) {
@@ -382,18 +482,25 @@ impl Session {
 
     /// Ends the transaction, telling the driver to abort it if one is open.
     fn abort_transaction(&mut self) {
-        if self.envelope.take().is_some() {
+        self.envelope = None;
+        self.recipient = None;
+        if std::mem::take(&mut self.opened) {
             self.events.push_back(Event::Abort);
         }
-        self.message = Message::default();
+        self.message = data::Message::default();
     }
 
-    fn close_with(&mut self, reply: Option<Reply>, end: End) {
+    fn close_with(&mut self, refusal: Option<Refusal>, end: End) {
+        self.close(refusal.map(Reply::from), end)
+    }
+
+    /// Aborts the transaction, sends the last reply, closes.
+    fn close(&mut self, last: Option<Reply>, end: End) {
         if self.is_closed() {
             return;
         }
         self.abort_transaction();
-        if let Some(reply) = reply {
+        if let Some(reply) = last {
             self.reply(reply);
         }
         self.events.push_back(Event::Close);
@@ -401,6 +508,55 @@ impl Session {
         self.waiting = None;
         if self.end == End::Open {
             self.end = end;
+        }
+    }
+
+    /// A guard's or check's verdict.
+    fn verdict(&mut self, stage: Stage, verdict: Verdict) {
+        match stage {
+            Stage::Connect => self.connect_verdict(verdict),
+            Stage::Helo => self.helo_verdict(verdict),
+            Stage::Mail => self.mail_verdict(verdict),
+            Stage::Rcpt => self.rcpt_verdict(verdict),
+            Stage::Data => self.data_verdict(verdict),
+            Stage::EndOfData => self.end_of_data_verdict(verdict),
+        }
+    }
+
+    /// A backend question got no answer (in time): the transaction is given up, the
+    /// question answered with `refusal`.
+    fn backend_timed_out(&mut self, waiting: Waiting, refusal: Refusal) {
+        log::warn!(
+            "session {}: no answer to {waiting:?}; answering {refusal}",
+            self.info.id
+        );
+        // The driver dropped the transaction whose call did not end.
+        match waiting {
+            Waiting::Open => self.opened(Err(refusal)),
+            Waiting::AddRecipient => {
+                self.recipient_added(Err(refusal));
+                self.abort_transaction();
+            }
+            Waiting::Begin => self.begun(Err(refusal)),
+            Waiting::Chunk | Waiting::Spool | Waiting::Unspool => self.written(Err(refusal)),
+            Waiting::Commit => {
+                let n = self.envelope.as_ref().map_or(0, |e| e.recipients.len());
+                self.committed(vec![Err(refusal); n])
+            }
+            Waiting::Guard(stage) => self.verdict(stage, Verdict::Reject(refusal)),
+            Waiting::Tls => self.failed(),
+        }
+    }
+
+    /// Applies an accepting verdict's note to the transaction in progress.
+    fn note(&mut self, verdict: Verdict) {
+        let Verdict::Note(note) = verdict else {
+            return;
+        };
+        if let Some(env) = self.envelope.as_mut() {
+            env.headers.extend(note.headers);
+            env.auth.extend(note.results);
+            env.quarantine |= note.quarantine;
         }
     }
 }

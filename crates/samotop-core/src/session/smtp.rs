@@ -1,23 +1,26 @@
 //! Command handling: what each command does in each state, and what the answers lead to.
 
-use samotop_parser::{Body, Command, ForwardPath, Host, ParseError, ReversePath};
+use samotop_parser::{
+    Body, Command, ForwardPath, Host, MailParams, ParseError, RcptParams, ReversePath,
+};
 
-use super::{End, Event, Input, Message, Session, Waiting};
+use super::{End, Event, Input, Session, Stage, Waiting};
 use crate::envelope::{Envelope, Protocol, Recipient};
 use crate::guard::Verdict;
-use crate::reply::{self, Reply};
+use crate::reply::{self, Refusal};
 
 impl Session {
     pub(super) fn feed_command(&mut self, input: &[u8]) -> usize {
         let limit = self.config.limits.max_line_length;
         let window = &input[..input.len().min(limit)];
-        if self.commands == 0 && (looks_like_tls(input) || looks_like_proxy_v2(input)) {
+        if self.stats.commands == 0 && (looks_like_tls(input) || looks_like_proxy_v2(input)) {
             if looks_like_proxy_v2(input) {
                 log::info!(
                     "session {}: PROXY header from an untrusted peer",
                     self.info.id
                 );
             }
+            self.stats.commands += 1;
             self.close_with(Some(reply::NOT_SMTP), End::Refused);
             return input.len();
         }
@@ -27,13 +30,14 @@ impl Session {
                 if let Some(stripped) = line.strip_suffix(b"\r") {
                     line = stripped;
                 }
-                self.commands += 1;
+                self.stats.commands += 1;
                 self.command_line(line);
                 i + 1
             }
             None if input.len() >= limit => {
                 // Answer now (the client may never send LF), then skip to the end of this
                 // line: its LF may already be here, or come later.
+                self.stats.commands += 1;
                 self.error(reply::LINE_TOO_LONG);
                 match memchr::memchr(b'\n', &input[limit..]) {
                     Some(i) => limit + i + 1,
@@ -69,7 +73,7 @@ impl Session {
                     return;
                 }
                 log::debug!("session {}: bad command: {e}", self.info.id);
-                let reply = match e {
+                let refusal = match e {
                     ParseError::UnknownCommand => reply::UNRECOGNIZED,
                     ParseError::BadPath { verb: "MAIL", .. } => reply::BAD_SENDER_SYNTAX,
                     ParseError::BadPath { .. } => reply::BAD_RECIPIENT_SYNTAX,
@@ -80,20 +84,18 @@ impl Session {
                         verb: "HELO" | "EHLO" | "LHLO",
                         ..
                     } => reply::BAD_HELO,
-                    ParseError::Syntax { expected, .. } => {
-                        reply::SYNTAX_ERROR.text(format!("Syntax error, expected: {expected}"))
-                    }
+                    ParseError::Syntax { expected, .. } => reply::syntax_error(expected),
                     _ => reply::SYNTAX_ERROR,
                 };
-                self.error(reply);
+                self.error(refusal);
             }
         }
     }
 
     /// A bad command: reply, count it, and close when the budget is spent.
-    pub(super) fn error(&mut self, reply: Reply) {
+    pub(super) fn error(&mut self, refusal: Refusal) {
         self.stats.errors += 1;
-        self.reply(reply);
+        self.refuse(refusal);
         if self.stats.errors >= self.config.limits.max_errors {
             self.close_with(Some(reply::TOO_MANY_ERRORS), End::Refused);
         }
@@ -117,9 +119,9 @@ impl Session {
             }
             Command::Noop(_) => self.reply(reply::OK),
             Command::Vrfy(_) => self.reply(reply::CANNOT_VRFY),
-            Command::Expn(_) => self.reply(reply::NOT_IMPLEMENTED),
+            Command::Expn(_) => self.refuse(reply::NOT_IMPLEMENTED),
             Command::Help(_) => self.reply(reply::HELP),
-            Command::Quit => self.close_with(Some(reply::BYE), End::Quit),
+            Command::Quit => self.close(Some(reply::BYE), End::Quit),
             Command::StartTls => self.starttls(),
         }
     }
@@ -129,60 +131,71 @@ impl Session {
         self.abort_transaction();
         self.info.helo = Some(host);
         self.info.extended = extended;
-        self.ask(Event::Helo, Waiting::Helo);
+        self.ask(Event::Guard(Stage::Helo), Waiting::Guard(Stage::Helo));
     }
 
     pub(super) fn connect_verdict(&mut self, verdict: Verdict) {
         match verdict {
-            Verdict::Accept | Verdict::AddHeader(_) => {
+            Verdict::Accept | Verdict::Note(_) => {
                 self.input = Input::Command;
-                let kind = match self.config.protocol {
-                    Protocol::Smtp => "ESMTP",
-                    Protocol::Lmtp => "LMTP",
-                };
-                let text = format!("{} {kind} Samotop ready", self.info.server_name);
-                self.reply(Reply::with_text(220, None, text));
+                self.reply(reply::greeting(
+                    &self.info.server_name,
+                    self.config.protocol,
+                ));
             }
-            Verdict::Reject(reply) | Verdict::Close(reply) => {
-                self.close_with(Some(reply), End::Refused)
+            Verdict::Reject(refusal) | Verdict::Close(refusal) => {
+                self.close_with(Some(refusal), End::Refused)
             }
         }
     }
 
     pub(super) fn helo_verdict(&mut self, verdict: Verdict) {
         match verdict {
-            Verdict::Accept | Verdict::AddHeader(_) => {
+            Verdict::Accept | Verdict::Note(_) => {
                 let reply = if self.info.extended {
                     self.ehlo_reply()
                 } else {
-                    Reply::with_text(250, None, self.info.server_name.clone())
+                    reply::helo(&self.info.server_name)
                 };
                 self.reply(reply);
             }
-            Verdict::Reject(reply) => {
+            Verdict::Reject(refusal) => {
                 self.info.helo = None;
-                self.reply(reply);
+                self.refuse(refusal);
             }
-            Verdict::Close(reply) => self.close_with(Some(reply), End::Refused),
+            Verdict::Close(refusal) => self.close_with(Some(refusal), End::Refused),
         }
     }
 
-    fn ehlo_reply(&self) -> Reply {
-        let mut text = format!(
-            "{} greets you\nPIPELINING\nSIZE {}\n8BITMIME\nSMTPUTF8\nENHANCEDSTATUSCODES\nCHUNKING\nBINARYMIME",
-            self.info.server_name, self.config.limits.max_message_size
-        );
-        if self.config.starttls && self.info.tls.is_none() {
-            text.push_str("\nSTARTTLS");
+    /// The extensions we offer: what the session does, and what the backend can carry.
+    fn ehlo_reply(&self) -> crate::reply::Reply {
+        let caps = self.config.capabilities;
+        let size = format!("SIZE {}", self.max_message_size());
+        let mut keywords = vec!["PIPELINING", size.as_str()];
+        if caps.eight_bit_mime {
+            keywords.push("8BITMIME");
         }
-        Reply::with_text(250, None, text)
+        if caps.smtputf8 {
+            keywords.push("SMTPUTF8");
+        }
+        keywords.push("ENHANCEDSTATUSCODES");
+        if caps.chunking {
+            keywords.push("CHUNKING");
+            if caps.binary_mime {
+                keywords.push("BINARYMIME");
+            }
+        }
+        if self.config.starttls && self.info.tls.is_none() {
+            keywords.push("STARTTLS");
+        }
+        reply::ehlo(&self.info.server_name, keywords)
     }
 
     fn starttls(&mut self) {
         if self.info.tls.is_some() {
             self.error(reply::ALREADY_TLS);
         } else if !self.config.starttls {
-            self.reply(reply::TLS_NOT_AVAILABLE);
+            self.refuse(reply::TLS_NOT_AVAILABLE);
         } else if self.envelope.is_some() {
             self.error(reply::STARTTLS_IN_TRANSACTION);
         } else {
@@ -192,8 +205,46 @@ impl Session {
         }
     }
 
-    fn mail(&mut self, from: ReversePath, params: samotop_parser::MailParams) {
-        let limits = &self.config.limits;
+    /// A MAIL parameter we do not offer here, if any (RFC 5321 4.1.1.11: 555).
+    fn mail_params_refusal(&self, params: &MailParams) -> Option<Refusal> {
+        let caps = self.config.capabilities;
+        let named = |k: &str| Some(reply::unsupported_parameter(k));
+        if let Some((keyword, _)) = params.other.first() {
+            return named(keyword);
+        }
+        if !self.info.extended {
+            // After plain HELO no extension is offered (RFC 5321 4.1.1.11).
+            if params.size.is_some() {
+                return named("SIZE");
+            }
+            if params.body.is_some() {
+                return named("BODY");
+            }
+            if params.smtputf8 {
+                return named("SMTPUTF8");
+            }
+        }
+        // DSN (RFC 3461) is not offered: we relay no notifications.
+        if params.ret.is_some() {
+            return named("RET");
+        }
+        if params.envid.is_some() {
+            return named("ENVID");
+        }
+        match params.body {
+            Some(Body::EightBitMime) if !caps.eight_bit_mime => return named("BODY=8BITMIME"),
+            Some(Body::BinaryMime) if !(caps.binary_mime && caps.chunking) => {
+                return named("BODY=BINARYMIME");
+            }
+            _ => {}
+        }
+        if params.smtputf8 && !caps.smtputf8 {
+            return named("SMTPUTF8");
+        }
+        None
+    }
+
+    fn mail(&mut self, from: ReversePath, params: MailParams) {
         if self.info.helo.is_none() {
             let need = match self.config.protocol {
                 Protocol::Smtp => reply::NEED_HELO,
@@ -202,342 +253,143 @@ impl Session {
             return self.error(need);
         }
         if self.config.require_tls && self.info.tls.is_none() {
-            return self.reply(reply::TLS_REQUIRED);
+            return self.refuse(reply::TLS_REQUIRED);
         }
         if self.envelope.is_some() {
             return self.error(reply::NESTED_MAIL);
         }
-        if !params.other.is_empty() {
-            return self.reply(reply::UNSUPPORTED_PARAMETER);
+        if let Some(refusal) = self.mail_params_refusal(&params) {
+            return self.refuse(refusal);
         }
-        if params.size.is_some_and(|s| s > limits.max_message_size) {
-            return self.reply(reply::MESSAGE_TOO_BIG);
+        if params.size.is_some_and(|s| s > self.max_message_size()) {
+            return self.refuse(reply::MESSAGE_TOO_BIG);
         }
         if matches!(&from, ReversePath::Mailbox(m) if m.is_utf8()) && !params.smtputf8 {
-            return self.reply(reply::NEED_SMTPUTF8);
+            return self.refuse(reply::NEED_SMTPUTF8);
         }
-        if self.transactions >= limits.max_transactions {
+        if self.transactions >= self.config.limits.max_transactions {
             return self.close_with(Some(reply::TOO_MANY_TRANSACTIONS), End::Refused);
         }
         self.transactions += 1;
         let id = format!("{}.{}", self.info.id, self.transactions);
         self.envelope = Some(Envelope::new(from, params, id));
-        self.message = Message::default();
-        self.ask(Event::Mail, Waiting::Mail);
+        self.message = super::data::Message::default();
+        self.ask(Event::Guard(Stage::Mail), Waiting::Guard(Stage::Mail));
     }
 
     pub(super) fn mail_verdict(&mut self, verdict: Verdict) {
         match verdict {
-            Verdict::Accept => self.reply(reply::SENDER_OK),
-            Verdict::AddHeader(h) => {
-                self.add_headers(h);
-                self.reply(reply::SENDER_OK);
+            Verdict::Accept | Verdict::Note(_) => {
+                self.note(verdict);
+                self.ask(Event::Open, Waiting::Open);
             }
-            Verdict::Reject(reply) => {
+            Verdict::Reject(refusal) => {
                 // Nothing was opened: no abort to send.
                 self.envelope = None;
-                self.reply(reply);
+                self.refuse(refusal);
             }
-            Verdict::Close(reply) => {
+            Verdict::Close(refusal) => {
                 self.envelope = None;
-                self.close_with(Some(reply), End::Refused)
+                self.close_with(Some(refusal), End::Refused)
             }
         }
     }
 
-    fn add_headers(&mut self, headers: String) {
-        if let Some(env) = self.envelope.as_mut() {
-            env.headers.extend(
-                headers
-                    .split("\r\n")
-                    .filter(|h| !h.is_empty())
-                    .map(String::from),
-            );
+    /// The answer to `Open`.
+    pub(super) fn opened(&mut self, result: Result<(), Refusal>) {
+        match result {
+            Ok(()) => {
+                self.opened = true;
+                self.reply(reply::SENDER_OK);
+            }
+            Err(refusal) => {
+                log::debug!("session {}: MAIL refused: {refusal}", self.info.id);
+                self.envelope = None;
+                self.refuse(refusal);
+            }
         }
     }
 
-    fn rcpt(&mut self, to: ForwardPath, params: samotop_parser::RcptParams) {
+    /// A RCPT parameter we do not offer, if any.
+    fn rcpt_params_refusal(&self, params: &RcptParams) -> Option<Refusal> {
+        if let Some((keyword, _)) = params.other.first() {
+            return Some(reply::unsupported_parameter(keyword));
+        }
+        if params.notify.is_some() {
+            return Some(reply::unsupported_parameter("NOTIFY"));
+        }
+        if params.orcpt.is_some() {
+            return Some(reply::unsupported_parameter("ORCPT"));
+        }
+        None
+    }
+
+    fn rcpt(&mut self, to: ForwardPath, params: RcptParams) {
         let Some(env) = self.envelope.as_ref() else {
             return self.error(reply::NEED_MAIL);
         };
-        if self.message.begun {
-            return self.error(reply::NESTED_MAIL.text("RCPT not allowed after BDAT"));
+        if self.message.accepted {
+            return self.error(reply::RCPT_AFTER_BDAT);
         }
-        if !params.other.is_empty() {
-            return self.reply(reply::UNSUPPORTED_PARAMETER);
+        let refusal = if let Some(refusal) = self.rcpt_params_refusal(&params) {
+            Some(refusal)
+        } else if env.recipients.len() >= self.config.limits.max_recipients {
+            Some(reply::TOO_MANY_RECIPIENTS)
+        } else if matches!(&to, ForwardPath::Mailbox(m) if m.is_utf8()) && !env.params.smtputf8 {
+            Some(reply::NEED_SMTPUTF8)
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            // A limit or a parameter: answered, not counted as a refused address (a client
+            // over the recipient limit sends the rest in another transaction, RFC 5321
+            // 4.5.3.1.10).
+            return self.refuse(refusal);
         }
-        if env.recipients.len() >= self.config.limits.max_recipients {
-            return self.reply(reply::TOO_MANY_RECIPIENTS);
-        }
-        if matches!(&to, ForwardPath::Mailbox(m) if m.is_utf8()) && !env.params.smtputf8 {
-            return self.reply(reply::NEED_SMTPUTF8);
-        }
-        let recipient = Recipient::new(to, params);
-        self.ask(Event::Rcpt(recipient.clone()), Waiting::Rcpt(recipient));
+        self.recipient = Some(Recipient::new(to, params));
+        self.ask(Event::Guard(Stage::Rcpt), Waiting::Guard(Stage::Rcpt));
     }
 
-    pub(super) fn rcpt_verdict(&mut self, recipient: Recipient, verdict: Verdict) {
+    pub(super) fn rcpt_verdict(&mut self, verdict: Verdict) {
         match verdict {
-            Verdict::Accept | Verdict::AddHeader(_) => {
-                if let Verdict::AddHeader(h) = verdict {
-                    self.add_headers(h);
-                }
-                if let Some(env) = self.envelope.as_mut() {
-                    env.recipients.push(recipient);
-                    self.stats.rcpts += 1;
-                }
+            Verdict::Accept | Verdict::Note(_) => {
+                self.note(verdict);
+                self.ask(Event::AddRecipient, Waiting::AddRecipient);
+            }
+            Verdict::Reject(refusal) => {
+                self.recipient = None;
+                self.recipient_refused(refusal);
+            }
+            Verdict::Close(refusal) => self.close_with(Some(refusal), End::Refused),
+        }
+    }
+
+    /// The answer to `AddRecipient`.
+    pub(super) fn recipient_added(&mut self, result: Result<(), Refusal>) {
+        let recipient = self.recipient.take();
+        match (result, recipient, self.envelope.as_mut()) {
+            (Ok(()), Some(recipient), Some(env)) => {
+                env.recipients.push(recipient);
+                self.stats.rcpts += 1;
                 self.reply(reply::RECIPIENT_OK);
             }
-            Verdict::Reject(reply) => self.reply(reply),
-            Verdict::Close(reply) => self.close_with(Some(reply), End::Refused),
+            (Ok(()), ..) => self.recipient_refused(reply::DELIVERY_FAILED),
+            (Err(refusal), ..) => self.recipient_refused(refusal),
         }
     }
 
-    /// Checks common to DATA and the first BDAT; `None` when the data may start.
-    fn data_refusal(&self) -> Option<Reply> {
-        match self.envelope.as_ref() {
-            None => Some(reply::NEED_MAIL),
-            Some(env) if env.recipients.is_empty() => Some(reply::NO_VALID_RECIPIENTS),
-            Some(_) => None,
-        }
-    }
-
-    fn data(&mut self) {
-        if let Some(refusal) = self.data_refusal() {
-            return self.error(refusal);
-        }
-        let binary = self
-            .envelope
-            .as_ref()
-            .is_some_and(|e| e.params.body == Some(Body::BinaryMime));
-        if self.message.begun || binary {
-            return self.error(reply::DATA_AFTER_BDAT);
-        }
-        self.ask(Event::DataStart, Waiting::DataStart);
-    }
-
-    fn bdat(&mut self, size: u64, last: bool) {
-        self.input = Input::Bdat {
-            remaining: size,
-            last,
-        };
-        if self.message.begun || self.message.failure.is_some() {
-            self.account(size);
-            if size == 0 {
-                self.bdat_chunk_done(last);
-            }
-            return;
-        }
-        if let Some(refusal) = self.data_refusal() {
-            // The chunk is read and thrown away, then refused.
-            self.stats.errors += 1;
-            self.message.failure = Some(refusal);
-            if size == 0 {
-                self.bdat_chunk_done(last);
-            }
-            return;
-        }
-        self.account(size);
-        if self.message.failure.is_none() {
-            self.ask(Event::DataStart, Waiting::DataStart);
-        } else if size == 0 {
-            self.bdat_chunk_done(last);
-        }
-    }
-
-    /// Counts a BDAT chunk against the size limit before reading it.
-    fn account(&mut self, size: u64) {
-        self.message.size = self.message.size.saturating_add(size);
-        if self.message.size > self.config.limits.max_message_size {
-            self.message.failure.get_or_insert(reply::MESSAGE_TOO_BIG);
-        }
-    }
-
-    pub(super) fn data_verdict(&mut self, verdict: Verdict) {
-        let bdat = matches!(self.input, Input::Bdat { .. });
-        match verdict {
-            Verdict::Accept | Verdict::AddHeader(_) => {
-                if let Verdict::AddHeader(h) = verdict {
-                    self.add_headers(h);
-                }
-                self.message.begun = true;
-                self.message
-                    .chunk
-                    .reserve(self.config.limits.chunk_size.min(16 * 1024));
-                if !bdat {
-                    self.input = Input::Data(super::DataDecoder::new());
-                    self.reply(reply::START_DATA);
-                }
-            }
-            Verdict::Reject(reply) if bdat => {
-                self.message.failure = Some(reply);
-            }
-            Verdict::Reject(reply) => self.reply(reply),
-            Verdict::Close(reply) => self.close_with(Some(reply), End::Refused),
-        }
-        // A zero-sized BDAT has no bytes to wait for.
-        if let Input::Bdat { remaining: 0, last } = self.input {
-            self.bdat_chunk_done(last);
-        }
-    }
-
-    pub(super) fn feed_data(&mut self, input: &[u8]) -> usize {
-        let Input::Data(decoder) = &mut self.input else {
-            return 0;
-        };
-        let chunk_size = self.config.limits.chunk_size;
-        let room = chunk_size.saturating_sub(self.message.chunk.len()).max(1);
-        let before = self.message.chunk.len();
-        let (used, end) = decoder.decode(input, &mut self.message.chunk, room);
-        let bare = decoder.saw_bare_newline();
-        let produced = (self.message.chunk.len() - before) as u64;
-        self.message.size += produced;
-        self.stats.bytes += produced;
-        if self.message.size > self.config.limits.max_message_size {
-            self.message.failure.get_or_insert(reply::MESSAGE_TOO_BIG);
-        }
-        if self.message.failure.is_some() {
-            self.message.chunk.clear();
-        }
-        if end {
-            if bare && !self.config.accept_bare_newlines {
-                self.message.failure.get_or_insert(reply::BARE_NEWLINE);
-            }
-            self.input = Input::Command;
-            self.end_of_data();
-        } else if self.message.chunk.len() >= chunk_size {
-            self.send_chunk();
-        }
-        used
-    }
-
-    pub(super) fn feed_bdat(&mut self, input: &[u8]) -> usize {
-        let Input::Bdat { remaining, last } = self.input else {
-            return 0;
-        };
-        let chunk_size = self.config.limits.chunk_size;
-        let room = chunk_size.saturating_sub(self.message.chunk.len()).max(1);
-        let take = (input.len() as u64).min(remaining).min(room as u64) as usize;
-        if self.message.failure.is_none() {
-            self.message.chunk.extend_from_slice(&input[..take]);
-            self.stats.bytes += take as u64;
-        }
-        let remaining = remaining - take as u64;
-        self.input = Input::Bdat { remaining, last };
-        if remaining == 0 {
-            self.bdat_chunk_done(last);
-        } else if self.message.chunk.len() >= chunk_size {
-            self.send_chunk();
-        }
-        take
-    }
-
-    fn bdat_chunk_done(&mut self, last: bool) {
-        self.input = Input::Command;
-        if last || self.message.failure.is_some() {
-            // A failed chunk ends the transaction (RFC 3030 3).
-            self.end_of_data();
-        } else {
-            self.reply(reply::CHUNK_OK);
-        }
-    }
-
-    fn send_chunk(&mut self) {
-        let chunk = self.message.chunk.split().freeze();
-        self.ask(Event::Chunk(chunk), Waiting::Chunk);
-    }
-
-    /// The data is complete (or failed): write what is left, then commit or refuse.
-    fn end_of_data(&mut self) {
-        self.message.ended = true;
-        if let Some(failure) = self.message.failure.clone() {
-            log::info!("session {}: message refused: {failure}", self.info.id);
-            let n = self.reply_count();
-            self.abort_transaction();
-            for _ in 0..n {
-                self.reply(failure.clone());
-            }
-        } else if !self.message.chunk.is_empty() {
-            self.send_chunk();
-        } else {
-            self.ask(Event::Commit, Waiting::Commit);
-        }
-    }
-
-    /// Replies due after the data: one for SMTP, one per accepted recipient for LMTP
-    /// (RFC 2033 4.2).
-    fn reply_count(&self) -> usize {
-        match (self.config.protocol, self.envelope.as_ref()) {
-            (Protocol::Lmtp, Some(env)) => env.recipients.len().max(1),
-            _ => 1,
-        }
-    }
-
-    pub(super) fn chunk_written(&mut self, result: Result<(), Reply>) {
-        if let Err(reply) = result {
-            log::warn!("session {}: delivery failed: {reply}", self.info.id);
-            self.message.failure.get_or_insert(reply);
-            self.message.chunk.clear();
-        }
-        if self.message.ended {
-            self.end_of_data();
-        }
-    }
-
-    pub(super) fn committed(&mut self, outcomes: crate::dispatch::Outcomes) {
-        let Some(env) = self.envelope.take() else {
-            return;
-        };
-        self.message = Message::default();
-        let n = env.recipients.len();
-        let outcome = |i: usize| -> Result<(), Reply> {
-            outcomes
-                .get(i)
-                .cloned()
-                .unwrap_or(Err(reply::DELIVERY_FAILED))
-        };
-        match self.config.protocol {
-            Protocol::Lmtp => {
-                for (i, rcpt) in env.recipients.iter().enumerate() {
-                    match outcome(i) {
-                        Ok(()) => {
-                            self.stats.mails += 1;
-                            self.reply(Reply::with_text(
-                                250,
-                                Some([2, 1, 5]),
-                                format!("<{}> delivered", rcpt.path),
-                            ));
-                        }
-                        Err(reply) => self.reply(reply),
-                    }
-                }
-            }
-            Protocol::Smtp => {
-                let results: Vec<_> = (0..n).map(outcome).collect();
-                let failures: Vec<&Reply> =
-                    results.iter().filter_map(|r| r.as_ref().err()).collect();
-                let reply = if failures.is_empty() {
-                    self.stats.mails += 1;
-                    reply::MESSAGE_ACCEPTED.text(format!("Message accepted as {}", env.id))
-                } else if failures.len() == n
-                    && failures
-                        .iter()
-                        .all(|f| f.code() / 100 == failures[0].code() / 100)
-                {
-                    failures[0].clone()
-                } else {
-                    // Mixed outcomes: the client retries; a duplicate beats a loss.
-                    reply::DELIVERY_FAILED
-                };
-                if !reply.is_positive() {
-                    log::warn!(
-                        "session {}: delivery of {} failed: {reply}",
-                        self.info.id,
-                        env.id
-                    );
-                }
-                self.reply(reply);
-            }
+    /// A recipient refused by a guard or the backend: counted (an unknown user, a relay
+    /// refused), and the session closes past the limit.
+    fn recipient_refused(&mut self, refusal: Refusal) {
+        self.stats.rejected_rcpts += 1;
+        self.refuse(refusal);
+        if self.stats.rejected_rcpts > self.config.limits.max_rejected_recipients {
+            log::info!(
+                "session {}: {} recipients refused, closing",
+                self.info.id,
+                self.stats.rejected_rcpts
+            );
+            self.close_with(Some(reply::TOO_MANY_REJECTED_RECIPIENTS), End::Refused);
         }
     }
 }
