@@ -15,8 +15,14 @@ use crate::lookup::DnsLookup;
 use crate::policy::Policy;
 use crate::reply::{SPF_FAIL, SPF_TEMPERROR};
 
-/// Longest time one SPF check may take, DNS look-ups included: 20 s, the least that
-/// RFC 7208 4.6.4 allows. Past it the result is `temperror`.
+/// Longest time one SPF check may take, all its DNS look-ups included: 20 s, the least that
+/// RFC 7208 4.6.4 asks for ("SHOULD allow at least 20 seconds"). Past it the result is
+/// `temperror`.
+///
+/// One look-up is bounded much lower (2 s per try, one retry, 5 s at most), so a name server
+/// that never answers gives `temperror` after about 4 s, at the first look-up; this cap is for
+/// a chain of slow answers. The sender's MAIL command waits: RFC 5321 4.5.3.2.3 gives it 5
+/// minutes.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// An SPF (RFC 7208) [`Guard`]: at MAIL, checks whether the sender's domain permits the
@@ -37,9 +43,11 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
 ///   with [`SPF_TEMPERROR`] (451 4.7.24); the session goes on.
 ///
 /// Bounds: at most 10 DNS-querying terms and 2 void look-ups per check (RFC 7208 4.6.4; more
-/// is `permerror`), each DNS try waits 5 s and a failed query is retried twice, and the whole check is cut at
-/// [`DEFAULT_TIMEOUT`] (see [`SpfGuard::with_timeout`]), giving `temperror`. Look-ups are async
-/// and cached in the guard: a slow DNS delays only the session that waits for it.
+/// is `permerror`); each DNS try waits 2 s, a failed query is retried once, and one look-up
+/// ends after 5 s at the latest; the whole check is cut at [`DEFAULT_TIMEOUT`], 20 s (see
+/// [`SpfGuard::with_timeout`]). A timeout is `temperror`: answered 451 4.7.24 under
+/// [`Policy::Reject`], only tagged under [`Policy::Tag`]. Look-ups are async and cached in the
+/// guard: a slow DNS delays only the session that waits for it.
 pub struct SpfGuard {
     policy: Policy,
     receiver: String,
