@@ -1,5 +1,6 @@
 //! The SPF guard: checks the MAIL FROM identity against the peer's IP.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -193,12 +194,53 @@ pub(crate) struct Outcome {
     pub(crate) explanation: Option<String>,
 }
 
+/// The local part as SPF sees it, or `None` when there is none (RFC 7208 4.3: then it is
+/// `postmaster`). A quoted-string is the same mailbox as its content (RFC 5321 4.1.2): `"amy"`
+/// is `amy`, and `""` is an empty local part, so none; a quoted-string that is not a
+/// dot-string (`"Macro Error"`) stays quoted, as SMTP spells it.
+pub(crate) fn spf_local(local: &str) -> Option<Cow<'_, str>> {
+    let Some(inner) = local
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+    else {
+        return (!local.is_empty()).then_some(Cow::Borrowed(local));
+    };
+    let mut content = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        content.push(if c == '\\' {
+            chars.next().unwrap_or(c)
+        } else {
+            c
+        });
+    }
+    if content.is_empty() {
+        None
+    } else if is_dot_string(&content) {
+        Some(Cow::Owned(content))
+    } else {
+        Some(Cow::Borrowed(local))
+    }
+}
+
+/// RFC 5321 `Dot-string` (atext of RFC 5322 3.2.3, plus UTF-8 by RFC 6531 3.3).
+fn is_dot_string(s: &str) -> bool {
+    let atext =
+        |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii();
+    s.split('.')
+        .all(|atom| !atom.is_empty() && atom.chars().all(atext))
+}
+
 /// The identity of RFC 7208 2.4 and its domain, or `None` when there is no domain name to
-/// check (address literal, no HELO for the null sender).
+/// check (address literal, no HELO for the null sender). An empty local part is `postmaster`
+/// (RFC 7208 4.3).
 fn identity(sender: &ReversePath, helo: Option<&Host>) -> Option<(String, String)> {
     match sender {
         ReversePath::Mailbox(m) => match &m.domain {
-            Host::Domain(d) => Some((format!("{}@{}", m.local, d), d.clone())),
+            Host::Domain(d) => {
+                let local = spf_local(&m.local).unwrap_or(Cow::Borrowed("postmaster"));
+                Some((format!("{local}@{d}"), d.clone()))
+            }
             _ => None,
         },
         ReversePath::Null => match helo {

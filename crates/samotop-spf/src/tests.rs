@@ -12,7 +12,7 @@ use samotop_core::parser::{Host, MailParams, Mailbox, ReversePath};
 use samotop_core::{Envelope, Peer, SessionInfo, Verdict};
 use viaspf::lookup::{Lookup, LookupError, LookupResult, Name};
 
-use crate::guard::{Kind, check, evaluate, test_config};
+use crate::guard::{Kind, Outcome, check, evaluate, spf_local, test_config};
 use crate::{DEFAULT_TIMEOUT, Policy, SpfGuard};
 
 const RECEIVER: &str = "mx.test";
@@ -595,4 +595,57 @@ fn system_configuration_or_a_clear_error() {
     }
     // Off never reads it.
     assert!(SpfGuard::new(Policy::Off, None, "mx.test").is_ok());
+}
+
+// ---- Issue 14: RFC 7208 exactness. One regression test per cause found by the OpenSPF
+// ---- suite (tests/integration/test_spf_rfc7208.py runs the whole suite through the binary).
+
+/// The whole outcome for `local@domain` (the local part as SMTP carries it) from `ip`.
+async fn outcome(lookup: &MapLookup, local: &str, domain: &str, ip: &str) -> Outcome {
+    let config = test_config(RECEIVER, DEFAULT_TIMEOUT);
+    let helo = Host::Domain("client.test".into());
+    let from = mailbox(local, Host::Domain(domain.into()));
+    evaluate(lookup, &config, ip.parse().unwrap(), Some(&helo), &from).await
+}
+
+/// Issue 14, `exp=` whose expansion is a macro only: an empty local part (SMTP `""`) is
+/// `postmaster` (RFC 7208 4.3), so `%{l}` expands to it; before, to `""`.
+#[tokio::test]
+async fn an_empty_local_part_is_postmaster_in_macros() {
+    let dns = MapLookup::new()
+        .txt("example.net", "v=spf1 -all exp=exp.example.net")
+        .txt("exp.example.net", "%{l}");
+    for local in ["\"\"", ""] {
+        let o = outcome(&dns, local, "example.net", "192.0.2.1").await;
+        assert_eq!(o.kind, Kind::Fail, "{local:?}");
+        assert_eq!(o.explanation.as_deref(), Some("postmaster"), "{local:?}");
+        assert_eq!(o.identity.as_deref(), Some("postmaster@example.net"));
+    }
+    for (local, expanded) in [
+        ("\"amy\"", "amy"),
+        ("\"a.b\"", "a.b"),
+        ("\"Macro Error\"", "\"Macro Error\""),
+        ("amy", "amy"),
+    ] {
+        let o = outcome(&dns, local, "example.net", "192.0.2.1").await;
+        assert_eq!(o.explanation.as_deref(), Some(expanded), "{local:?}");
+    }
+}
+
+#[test]
+fn local_parts_as_spf_sees_them() {
+    let table: &[(&str, Option<&str>)] = &[
+        ("amy", Some("amy")),
+        ("", None),
+        ("\"\"", None),
+        ("\"amy\"", Some("amy")),
+        ("\"a\\my\"", Some("amy")),
+        ("\"a..b\"", Some("\"a..b\"")),
+        ("\"Macro Error\"", Some("\"Macro Error\"")),
+        ("\"quo\\\"te\"", Some("\"quo\\\"te\"")),
+        ("\"jos\u{e9}\"", Some("jos\u{e9}")),
+    ];
+    for (local, expected) in table {
+        assert_eq!(spf_local(local).as_deref(), *expected, "{local:?}");
+    }
 }
