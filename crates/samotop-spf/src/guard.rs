@@ -11,7 +11,7 @@ use viaspf::lookup::Lookup;
 use viaspf::{Config, DomainName, Sender, SpfResult, SpfResultCause};
 
 use crate::error::Error;
-use crate::header::{Fields, clean};
+use crate::header::{Fields, MAX_REPLY_TEXT, clean, cut};
 use crate::lookup::DnsLookup;
 use crate::policy::Policy;
 use crate::reply::{SPF_FAIL, SPF_TEMPERROR};
@@ -190,6 +190,9 @@ pub(crate) struct Outcome {
     pub(crate) ip: IpAddr,
     /// Why an error result, e.g. "DNS lookup timed out".
     pub(crate) cause: Option<String>,
+    /// The mechanism that decided the result, as published (`-all`, `ip4:192.0.2.0/24`), or
+    /// `default` when none matched; `None` for `none` and the errors.
+    pub(crate) mechanism: Option<String>,
     /// The domain's own explanation of a `fail` (the `exp=` modifier), if any.
     pub(crate) explanation: Option<String>,
 }
@@ -265,6 +268,7 @@ pub(crate) async fn evaluate<L: Lookup>(
         domain: None,
         ip,
         cause: None,
+        mechanism: None,
         explanation: None,
     };
     let Some((identity, domain)) = identity(sender, helo) else {
@@ -301,8 +305,19 @@ pub(crate) async fn evaluate<L: Lookup>(
         SpfResult::Temperror => Kind::Temperror,
         SpfResult::Permerror => Kind::Permerror,
     };
-    if let Some(SpfResultCause::Error(cause)) = result.cause {
-        outcome.cause = Some(cause.to_string());
+    match result.cause {
+        Some(SpfResultCause::Error(cause)) => outcome.cause = Some(cause.to_string()),
+        Some(SpfResultCause::Match(mechanism)) => outcome.mechanism = Some(mechanism.to_string()),
+        None => {}
+    }
+    if outcome.mechanism.is_none()
+        && matches!(
+            outcome.kind,
+            Kind::Pass | Kind::Fail | Kind::Softfail | Kind::Neutral
+        )
+    {
+        // RFC 7208 9.1: "if no mechanisms matched, substitute the word "default"".
+        outcome.mechanism = Some("default".into());
     }
     outcome
 }
@@ -338,6 +353,10 @@ pub(crate) fn received_spf(
     sender: &ReversePath,
 ) -> String {
     let helo = helo.map(|h| h.to_string());
+    let problem = match o.kind {
+        Kind::Temperror | Kind::Permerror => o.cause.as_deref(),
+        _ => None,
+    };
     Fields {
         result: o.kind.as_str(),
         receiver,
@@ -345,6 +364,8 @@ pub(crate) fn received_spf(
         client_ip: o.ip,
         envelope_from: &sender.to_string(),
         helo: helo.as_deref(),
+        mechanism: o.mechanism.as_deref(),
+        problem,
     }
     .to_header()
 }
@@ -368,13 +389,13 @@ pub(crate) fn verdict(
             if let Some(exp) = &o.explanation {
                 text.push_str(&format!(" ({})", clean(exp)));
             }
-            Verdict::Reject(SPF_FAIL.text(text))
+            Verdict::Reject(SPF_FAIL.text(cut(&text, MAX_REPLY_TEXT)))
         }
         (Policy::Reject, Kind::Temperror) => {
             let cause = clean(o.cause.as_deref().unwrap_or("DNS error"));
-            Verdict::Reject(SPF_TEMPERROR.text(format!(
-                "SPF check of {domain} could not be completed ({cause}), try again later"
-            )))
+            let text =
+                format!("SPF check of {domain} could not be completed ({cause}), try again later");
+            Verdict::Reject(SPF_TEMPERROR.text(cut(&text, MAX_REPLY_TEXT)))
         }
         (Policy::Tag | Policy::Reject, _) => {
             Verdict::AddHeader(received_spf(o, receiver, helo, sender))

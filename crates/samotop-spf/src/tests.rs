@@ -13,6 +13,7 @@ use samotop_core::{Envelope, Peer, SessionInfo, Verdict};
 use viaspf::lookup::{Lookup, LookupError, LookupResult, Name};
 
 use crate::guard::{Kind, Outcome, check, evaluate, spf_local, test_config};
+use crate::header::MAX_REPLY_TEXT;
 use crate::{DEFAULT_TIMEOUT, Policy, SpfGuard};
 
 const RECEIVER: &str = "mx.test";
@@ -347,13 +348,13 @@ async fn tag_writes_received_spf() {
         header(verdict(Policy::Tag, "a@pass.test", "192.0.2.1").await),
         "Received-SPF: pass (mx.test: domain of a@pass.test designates 192.0.2.1 as permitted \
          sender) client-ip=192.0.2.1; envelope-from=\"a@pass.test\"; helo=client.test; \
-         receiver=mx.test; identity=mailfrom"
+         mechanism=\"ip4:192.0.2.1\"; receiver=mx.test; identity=mailfrom"
     );
     assert_eq!(
         header(verdict(Policy::Tag, "a@pass.test", "2001:db8::1").await),
         "Received-SPF: pass (mx.test: domain of a@pass.test designates 2001:db8::1 as permitted \
          sender) client-ip=\"2001:db8::1\"; envelope-from=\"a@pass.test\"; helo=client.test; \
-         receiver=mx.test; identity=mailfrom"
+         mechanism=\"ip6:2001:db8::/32\"; receiver=mx.test; identity=mailfrom"
     );
 }
 
@@ -486,7 +487,7 @@ async fn the_null_sender_is_checked_as_postmaster_at_helo() {
         h,
         "Received-SPF: pass (mx.test: domain of postmaster@helo.test designates 192.0.2.1 as \
          permitted sender) client-ip=192.0.2.1; envelope-from=\"\"; helo=helo.test; \
-         receiver=mx.test; identity=mailfrom"
+         mechanism=\"ip4:192.0.2.1\"; receiver=mx.test; identity=mailfrom"
     );
     let (code, _, text) = rejection(
         verdict_with(
@@ -648,4 +649,52 @@ fn local_parts_as_spf_sees_them() {
     for (local, expected) in table {
         assert_eq!(spf_local(local).as_deref(), *expected, "{local:?}");
     }
+}
+
+/// Received-SPF carries `mechanism=` (or `default`) and, for errors, `problem=` (RFC 7208
+/// 9.1).
+#[tokio::test]
+async fn received_spf_names_the_mechanism_or_the_problem() {
+    let table = [
+        ("a@neutral.test", "; mechanism=all; "),
+        ("a@softfail.test", "; mechanism=all; "),
+        ("a@syntax.test", "; problem=\"invalid SPF record found\"; "),
+        ("a@servfail.test", "; problem=\"DNS lookup failed\"; "),
+    ];
+    for (address, part) in table {
+        let h = header(verdict(Policy::Tag, address, "192.0.2.1").await);
+        assert!(h.contains(part), "{address}: {h}");
+    }
+    let dns = MapLookup::new().txt("default.test", "v=spf1 ip4:192.0.2.99");
+    let h = header(
+        verdict_with(
+            &dns,
+            Policy::Tag,
+            &info(tcp("192.0.2.1"), helo("client.test")),
+            sender("a@default.test"),
+        )
+        .await,
+    );
+    assert!(h.starts_with("Received-SPF: neutral "), "{h}");
+    assert!(h.contains("; mechanism=default; "), "{h}");
+}
+
+/// A 550 reply line stays within 512 octets (RFC 5321 4.5.3.1.5), whatever the explanation.
+#[tokio::test]
+async fn a_long_explanation_is_cut_to_fit_the_reply_line() {
+    let label = "l".repeat(60);
+    let domain = format!("{label}.{label}.{label}.{label}.test");
+    let dns = MapLookup::new()
+        .txt(&domain, "v=spf1 -all exp=why.long.test")
+        .txt("why.long.test", &"x%{o}".repeat(50));
+    let v = verdict_with(
+        &dns,
+        Policy::Reject,
+        &info(tcp("192.0.2.1"), helo("client.test")),
+        mailbox("a", Host::Domain(domain.clone())),
+    )
+    .await;
+    let (code, _, text) = rejection(v);
+    assert_eq!(code, 550);
+    assert!(text.len() <= MAX_REPLY_TEXT, "{} octets", text.len());
 }

@@ -191,7 +191,7 @@ async fn pass_is_tagged() {
         h,
         "Received-SPF: pass (mx.test: domain of amy@pass.test designates 127.0.0.1 as permitted \
          sender) client-ip=127.0.0.1; envelope-from=\"amy@pass.test\"; helo=client.test; \
-         receiver=mx.test; identity=mailfrom"
+         mechanism=\"ip4:127.0.0.1\"; receiver=mx.test; identity=mailfrom"
     );
 }
 
