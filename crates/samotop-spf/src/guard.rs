@@ -8,8 +8,9 @@ use std::time::Duration;
 use samotop_core::parser::{Host, ReversePath};
 use samotop_core::{Envelope, Guard, SessionInfo, Verdict};
 use viaspf::lookup::Lookup;
-use viaspf::{Config, DomainName, Sender, SpfResult, SpfResultCause};
+use viaspf::{Config, DomainName, ErrorCause, Sender, SpfResult, SpfResultCause};
 
+use crate::check_lookup::CheckLookup;
 use crate::error::Error;
 use crate::header::{Fields, MAX_REPLY_TEXT, clean, cut};
 use crate::lookup::DnsLookup;
@@ -49,6 +50,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
 /// [`SpfGuard::with_timeout`]). A timeout is `temperror`: answered 451 4.7.24 under
 /// [`Policy::Reject`], only tagged under [`Policy::Tag`]. Look-ups are async and cached in the
 /// guard: a slow DNS delays only the session that waits for it.
+///
+/// Evaluation is viaspf's, through a per-check view of the DNS that corrects two of its
+/// departures from RFC 7208 (CIDR `/0`, and `c`/`r`/`t` macros in a domain-spec; see the
+/// crate's `check_lookup` module).
 pub struct SpfGuard {
     policy: Policy,
     receiver: String,
@@ -288,8 +293,8 @@ pub(crate) async fn evaluate<L: Lookup>(
         Some(Host::Domain(h)) => DomainName::new(h).ok(),
         _ => None,
     };
-    let result =
-        viaspf::evaluate_sender(lookup, config, ip, &spf_sender, helo_domain.as_ref()).await;
+    let dns = CheckLookup::new(lookup, ip);
+    let result = viaspf::evaluate_sender(&dns, config, ip, &spf_sender, helo_domain.as_ref()).await;
     outcome.kind = match result.spf_result {
         SpfResult::Pass => Kind::Pass,
         SpfResult::Fail(exp) => {
@@ -306,8 +311,13 @@ pub(crate) async fn evaluate<L: Lookup>(
         SpfResult::Permerror => Kind::Permerror,
     };
     match result.cause {
+        Some(SpfResultCause::Error(ErrorCause::Dns)) if dns.last_failure_was_timeout() => {
+            outcome.cause = Some(ErrorCause::Timeout.to_string());
+        }
         Some(SpfResultCause::Error(cause)) => outcome.cause = Some(cause.to_string()),
-        Some(SpfResultCause::Match(mechanism)) => outcome.mechanism = Some(mechanism.to_string()),
+        Some(SpfResultCause::Match(mechanism)) => {
+            outcome.mechanism = Some(dns.original_mechanism(&mechanism));
+        }
         None => {}
     }
     if outcome.mechanism.is_none()

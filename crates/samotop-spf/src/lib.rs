@@ -20,6 +20,11 @@
 //! Past a bound the result is `permerror` (limits) or `temperror` (time); `temperror` is never
 //! a rejection: 451 under `reject`, a tag under `tag`.
 //!
+//! The check is exact against the OpenSPF RFC 7208 test suite (`tests/integration/
+//! test_spf_rfc7208.py` runs it through the binary). Where viaspf 0.6 departs from the RFC
+//! (CIDR `/0`, `c`/`r`/`t` macros in a domain-spec), the records it parses are rewritten for
+//! it, per check; viaspf itself is not patched.
+//!
 //! This crate is GPL-3.0-or-later, because viaspf is; the other Samotop crates are
 //! MIT OR Apache-2.0 and do not depend on it.
 //!
@@ -52,6 +57,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod check_lookup;
 mod error;
 mod guard;
 mod header;
