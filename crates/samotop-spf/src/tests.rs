@@ -951,3 +951,34 @@ async fn a_long_explanation_is_cut_to_fit_the_reply_line() {
     assert_eq!(code, 550);
     assert!(text.len() <= MAX_REPLY_TEXT, "{} octets", text.len());
 }
+
+/// The suite's cases that SMTP cannot carry (samotop's parser refuses them with 501), run
+/// here against the guard directly: an empty label in the sender's domain is `none`
+/// (emptylabel, RFC 7208 4.3); a HELO that is no domain expands `%{h}` to `unknown`, which
+/// names nothing (invalid-hello-macro, invalid-domain-long-via-macro: fail or permerror).
+#[tokio::test]
+async fn identities_smtp_cannot_carry() {
+    let dns = MapLookup::new()
+        .txt("e9.example.com", "v=spf1 a:%{H} -all")
+        .txt("t12.example.com", "v=spf1 a:%{H}.bar -all");
+    let config = test_config(RECEIVER, DEFAULT_TIMEOUT);
+    let ip: IpAddr = "192.168.218.40".parse().unwrap();
+    let good = Host::Domain("mail.example.net".into());
+    let o = evaluate(
+        &dns,
+        &config,
+        ip,
+        Some(&good),
+        &sender("lyme.eater@A...example.com"),
+    )
+    .await;
+    assert_eq!(o.kind, Kind::None, "{o:?}");
+    for (helo, address) in [
+        ("JUMPIN' JUPITER", "test@e9.example.com"),
+        ("%%%%%%%%%%%%%%%%%%%%%%", "foo@t12.example.com"),
+    ] {
+        let helo = Host::Domain(helo.into());
+        let o = evaluate(&dns, &config, ip, Some(&helo), &sender(address)).await;
+        assert_eq!(o.kind, Kind::Fail, "{helo:?}: {o:?}");
+    }
+}
