@@ -1,5 +1,6 @@
 //! The SPF guard: checks the MAIL FROM identity against the peer's IP.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -7,16 +8,23 @@ use std::time::Duration;
 use samotop_core::parser::{Host, ReversePath};
 use samotop_core::{Envelope, Guard, SessionInfo, Verdict};
 use viaspf::lookup::Lookup;
-use viaspf::{Config, DomainName, Sender, SpfResult, SpfResultCause};
+use viaspf::{Config, DomainName, ErrorCause, Sender, SpfResult, SpfResultCause};
 
+use crate::check_lookup::CheckLookup;
 use crate::error::Error;
-use crate::header::{Fields, clean};
+use crate::header::{Fields, MAX_REPLY_TEXT, clean, cut};
 use crate::lookup::DnsLookup;
 use crate::policy::Policy;
 use crate::reply::{SPF_FAIL, SPF_TEMPERROR};
 
-/// Longest time one SPF check may take, DNS look-ups included: 20 s, the least that
-/// RFC 7208 4.6.4 allows. Past it the result is `temperror`.
+/// Longest time one SPF check may take, all its DNS look-ups included: 20 s, the least that
+/// RFC 7208 4.6.4 asks for ("SHOULD allow at least 20 seconds"). Past it the result is
+/// `temperror`.
+///
+/// One look-up is bounded much lower (2 s per try, one retry, 5 s at most), so a name server
+/// that never answers gives `temperror` after about 4 s, at the first look-up; this cap is for
+/// a chain of slow answers. The sender's MAIL command waits: RFC 5321 4.5.3.2.3 gives it 5
+/// minutes.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// An SPF (RFC 7208) [`Guard`]: at MAIL, checks whether the sender's domain permits the
@@ -37,9 +45,15 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
 ///   with [`SPF_TEMPERROR`] (451 4.7.24); the session goes on.
 ///
 /// Bounds: at most 10 DNS-querying terms and 2 void look-ups per check (RFC 7208 4.6.4; more
-/// is `permerror`), each DNS try waits 5 s and a failed query is retried twice, and the whole check is cut at
-/// [`DEFAULT_TIMEOUT`] (see [`SpfGuard::with_timeout`]), giving `temperror`. Look-ups are async
-/// and cached in the guard: a slow DNS delays only the session that waits for it.
+/// is `permerror`); each DNS try waits 2 s, a failed query is retried once, and one look-up
+/// ends after 5 s at the latest; the whole check is cut at [`DEFAULT_TIMEOUT`], 20 s (see
+/// [`SpfGuard::with_timeout`]). A timeout is `temperror`: answered 451 4.7.24 under
+/// [`Policy::Reject`], only tagged under [`Policy::Tag`]. Look-ups are async and cached in the
+/// guard: a slow DNS delays only the session that waits for it.
+///
+/// Evaluation is viaspf's, through a per-check view of the DNS that corrects two of its
+/// departures from RFC 7208 (CIDR `/0`, and `c`/`r`/`t` macros in a domain-spec; see the
+/// crate's `check_lookup` module).
 pub struct SpfGuard {
     policy: Policy,
     receiver: String,
@@ -181,16 +195,60 @@ pub(crate) struct Outcome {
     pub(crate) ip: IpAddr,
     /// Why an error result, e.g. "DNS lookup timed out".
     pub(crate) cause: Option<String>,
+    /// The mechanism that decided the result, as published (`-all`, `ip4:192.0.2.0/24`), or
+    /// `default` when none matched; `None` for `none` and the errors.
+    pub(crate) mechanism: Option<String>,
     /// The domain's own explanation of a `fail` (the `exp=` modifier), if any.
     pub(crate) explanation: Option<String>,
 }
 
+/// The local part as SPF sees it, or `None` when there is none (RFC 7208 4.3: then it is
+/// `postmaster`). A quoted-string is the same mailbox as its content (RFC 5321 4.1.2): `"amy"`
+/// is `amy`, and `""` is an empty local part, so none; a quoted-string that is not a
+/// dot-string (`"Macro Error"`) stays quoted, as SMTP spells it.
+pub(crate) fn spf_local(local: &str) -> Option<Cow<'_, str>> {
+    let Some(inner) = local
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+    else {
+        return (!local.is_empty()).then_some(Cow::Borrowed(local));
+    };
+    let mut content = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        content.push(if c == '\\' {
+            chars.next().unwrap_or(c)
+        } else {
+            c
+        });
+    }
+    if content.is_empty() {
+        None
+    } else if is_dot_string(&content) {
+        Some(Cow::Owned(content))
+    } else {
+        Some(Cow::Borrowed(local))
+    }
+}
+
+/// RFC 5321 `Dot-string` (atext of RFC 5322 3.2.3, plus UTF-8 by RFC 6531 3.3).
+fn is_dot_string(s: &str) -> bool {
+    let atext =
+        |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii();
+    s.split('.')
+        .all(|atom| !atom.is_empty() && atom.chars().all(atext))
+}
+
 /// The identity of RFC 7208 2.4 and its domain, or `None` when there is no domain name to
-/// check (address literal, no HELO for the null sender).
+/// check (address literal, no HELO for the null sender). An empty local part is `postmaster`
+/// (RFC 7208 4.3).
 fn identity(sender: &ReversePath, helo: Option<&Host>) -> Option<(String, String)> {
     match sender {
         ReversePath::Mailbox(m) => match &m.domain {
-            Host::Domain(d) => Some((format!("{}@{}", m.local, d), d.clone())),
+            Host::Domain(d) => {
+                let local = spf_local(&m.local).unwrap_or(Cow::Borrowed("postmaster"));
+                Some((format!("{local}@{d}"), d.clone()))
+            }
             _ => None,
         },
         ReversePath::Null => match helo {
@@ -215,6 +273,7 @@ pub(crate) async fn evaluate<L: Lookup>(
         domain: None,
         ip,
         cause: None,
+        mechanism: None,
         explanation: None,
     };
     let Some((identity, domain)) = identity(sender, helo) else {
@@ -234,8 +293,8 @@ pub(crate) async fn evaluate<L: Lookup>(
         Some(Host::Domain(h)) => DomainName::new(h).ok(),
         _ => None,
     };
-    let result =
-        viaspf::evaluate_sender(lookup, config, ip, &spf_sender, helo_domain.as_ref()).await;
+    let dns = CheckLookup::new(lookup, ip);
+    let result = viaspf::evaluate_sender(&dns, config, ip, &spf_sender, helo_domain.as_ref()).await;
     outcome.kind = match result.spf_result {
         SpfResult::Pass => Kind::Pass,
         SpfResult::Fail(exp) => {
@@ -251,8 +310,24 @@ pub(crate) async fn evaluate<L: Lookup>(
         SpfResult::Temperror => Kind::Temperror,
         SpfResult::Permerror => Kind::Permerror,
     };
-    if let Some(SpfResultCause::Error(cause)) = result.cause {
-        outcome.cause = Some(cause.to_string());
+    match result.cause {
+        Some(SpfResultCause::Error(ErrorCause::Dns)) if dns.last_failure_was_timeout() => {
+            outcome.cause = Some(ErrorCause::Timeout.to_string());
+        }
+        Some(SpfResultCause::Error(cause)) => outcome.cause = Some(cause.to_string()),
+        Some(SpfResultCause::Match(mechanism)) => {
+            outcome.mechanism = Some(dns.original_mechanism(&mechanism));
+        }
+        None => {}
+    }
+    if outcome.mechanism.is_none()
+        && matches!(
+            outcome.kind,
+            Kind::Pass | Kind::Fail | Kind::Softfail | Kind::Neutral
+        )
+    {
+        // RFC 7208 9.1: "if no mechanisms matched, substitute the word "default"".
+        outcome.mechanism = Some("default".into());
     }
     outcome
 }
@@ -288,6 +363,10 @@ pub(crate) fn received_spf(
     sender: &ReversePath,
 ) -> String {
     let helo = helo.map(|h| h.to_string());
+    let problem = match o.kind {
+        Kind::Temperror | Kind::Permerror => o.cause.as_deref(),
+        _ => None,
+    };
     Fields {
         result: o.kind.as_str(),
         receiver,
@@ -295,6 +374,8 @@ pub(crate) fn received_spf(
         client_ip: o.ip,
         envelope_from: &sender.to_string(),
         helo: helo.as_deref(),
+        mechanism: o.mechanism.as_deref(),
+        problem,
     }
     .to_header()
 }
@@ -318,13 +399,13 @@ pub(crate) fn verdict(
             if let Some(exp) = &o.explanation {
                 text.push_str(&format!(" ({})", clean(exp)));
             }
-            Verdict::Reject(SPF_FAIL.text(text))
+            Verdict::Reject(SPF_FAIL.text(cut(&text, MAX_REPLY_TEXT)))
         }
         (Policy::Reject, Kind::Temperror) => {
             let cause = clean(o.cause.as_deref().unwrap_or("DNS error"));
-            Verdict::Reject(SPF_TEMPERROR.text(format!(
-                "SPF check of {domain} could not be completed ({cause}), try again later"
-            )))
+            let text =
+                format!("SPF check of {domain} could not be completed ({cause}), try again later");
+            Verdict::Reject(SPF_TEMPERROR.text(cut(&text, MAX_REPLY_TEXT)))
         }
         (Policy::Tag | Policy::Reject, _) => {
             Verdict::add_header(received_spf(o, receiver, helo, sender))
