@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use samotop_core::parser::{Host, ReversePath};
-use samotop_core::{Envelope, Guard, SessionInfo, Verdict};
+use samotop_core::{AuthResult, Envelope, Guard, Note, SessionInfo, Verdict};
 use viaspf::lookup::Lookup;
 use viaspf::{Config, DomainName, ErrorCause, Sender, SpfResult, SpfResultCause};
 
@@ -36,7 +36,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
 /// * The IP is the peer's address alone (an IPv4-mapped IPv6 address counts as IPv4). A peer
 ///   without an IP (Unix socket, stdio) is not checked: the mail is accepted untagged.
 /// * [`Policy::Tag`] (and [`Policy::Reject`] for results other than `fail` and `temperror`)
-///   answers [`Verdict::AddHeader`] with a `Received-SPF` field (RFC 7208 9.1), e.g.
+///   answers [`Verdict::Note`] with a `Received-SPF` field and an `spf` [`AuthResult`] (RFC 7208 9.1), e.g.
 ///   `Received-SPF: pass (mx.example.org: domain of a@example.com designates 192.0.2.1 as
 ///   permitted sender) client-ip=192.0.2.1; envelope-from="a@example.com"; helo=mail.example.com;
 ///   receiver=mx.example.org; identity=mailfrom`. Peer-supplied parts are cleaned of control
@@ -407,10 +407,33 @@ pub(crate) fn verdict(
                 format!("SPF check of {domain} could not be completed ({cause}), try again later");
             Verdict::Reject(SPF_TEMPERROR.text(cut(&text, MAX_REPLY_TEXT)))
         }
-        (Policy::Tag | Policy::Reject, _) => {
-            Verdict::add_header(received_spf(o, receiver, helo, sender))
+        (Policy::Tag | Policy::Reject, _) => Verdict::Note(Note {
+            headers: vec![received_spf(o, receiver, helo, sender)],
+            results: vec![auth_result(o, helo, sender)],
+            quarantine: false,
+        }),
+    }
+}
+
+/// The outcome as an RFC 8601 result, for the `Authentication-Results` field and DMARC:
+/// `spf=pass smtp.mailfrom=example.org`, or `smtp.helo=...` for the null sender (RFC 7208
+/// 2.4: then the HELO identity was checked).
+pub(crate) fn auth_result(o: &Outcome, helo: Option<&Host>, sender: &ReversePath) -> AuthResult {
+    let mut result = AuthResult::new("spf", o.kind.as_str());
+    match (sender, &o.domain) {
+        (ReversePath::Null, _) => {
+            let helo = helo.map(|h| h.to_string()).unwrap_or_default();
+            result = result.property("smtp.helo", clean(&helo));
+        }
+        (_, Some(domain)) => result = result.property("smtp.mailfrom", clean(domain)),
+        (ReversePath::Mailbox(m), None) => {
+            result = result.property("smtp.mailfrom", clean(&m.domain.to_string()))
         }
     }
+    if let Some(cause) = &o.cause {
+        result = result.reason(clean(cause));
+    }
+    result
 }
 
 /// The whole MAIL check with `lookup` as the DNS: the guard's logic, testable without a

@@ -219,6 +219,18 @@ async fn verdict(policy: Policy, address: &str, ip: &str) -> Verdict {
 fn header(v: Verdict) -> String {
     match v {
         Verdict::Note(mut note) if note.headers.len() == 1 => {
+            // The same verdict, for the Authentication-Results field and DMARC.
+            assert_eq!(note.results.len(), 1, "{note:?}");
+            assert_eq!(note.results[0].method, "spf");
+            assert!(
+                h_has_result(&note.headers[0], &note.results[0].result),
+                "{note:?}"
+            );
+            assert!(
+                note.results[0].get("smtp.mailfrom").is_some()
+                    || note.results[0].get("smtp.helo").is_some(),
+                "{note:?}"
+            );
             let h = note.headers.remove(0);
             assert!(!h.contains(['\r', '\n']), "{h:?}");
             h
@@ -982,4 +994,11 @@ async fn identities_smtp_cannot_carry() {
         let o = evaluate(&dns, &config, ip, Some(&helo), &sender(address)).await;
         assert_eq!(o.kind, Kind::Fail, "{helo:?}: {o:?}");
     }
+}
+
+/// `Received-SPF: <result> ...`
+fn h_has_result(header: &str, result: &str) -> bool {
+    header
+        .strip_prefix("Received-SPF: ")
+        .is_some_and(|rest| rest.starts_with(result))
 }
