@@ -785,14 +785,9 @@ fn hex8(digest: &[u8; 32]) -> String {
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A downstream refusal as the upstream one: the same, except that `421` (which would close
-/// the upstream session) becomes `451`, and a reply that is no refusal (a `354` to `RCPT`)
-/// becomes `451 4.3.0` (see [`Refusal::from_reply`]).
+/// A downstream refusal as the upstream one ([`reply::relayed`]).
 fn upstream(reply: Reply) -> Refusal {
-    if reply.code() == 421 {
-        return Refusal::with_text(451, reply.enhanced(), reply.message().to_string());
-    }
-    Refusal::from_reply(reply)
+    reply::relayed(reply)
 }
 
 /// A name fit for `LHLO`/`EHLO`: letters, digits, `-`, `.`, `_`, or an address literal.
