@@ -213,62 +213,78 @@ impl BodyCanon {
     }
 
     fn update_simple(&mut self, input: &[u8], sink: &mut impl BodySink) {
-        let mut pos = 0;
-        while pos < input.len() {
-            let Some(cr) = memchr::memchr(b'\r', &input[pos..]).map(|p| pos + p) else {
-                self.content(&input[pos..], sink);
-                return;
-            };
-            if cr > pos {
-                self.content(&input[pos..cr], sink);
-            }
-            match input.get(cr + 1) {
-                None => {
-                    self.saw_cr = true;
-                    return;
-                }
-                Some(b'\n') => {
-                    self.pending_crlf += 1;
-                    pos = cr + 2;
-                }
-                Some(_) => {
-                    self.content(b"\r", sink);
-                    pos = cr + 1;
-                }
-            }
+        // The output is the input with the trailing line ends held back: everything up to
+        // the run of CR LF pairs (and a lone CR) that ends the chunk goes out as it is.
+        // CR LF pairs cannot overlap, so pairing from the end finds the same line ends
+        // as reading from the start.
+        let mut end = input.len();
+        if input.last() == Some(&b'\r') {
+            self.saw_cr = true;
+            end -= 1;
         }
+        let mut held = 0;
+        while end >= 2 && &input[end - 2..end] == b"\r\n" {
+            end -= 2;
+            held += 1;
+        }
+        if end > 0 {
+            self.content(&input[..end], sink);
+        }
+        self.pending_crlf += held;
     }
 
     fn update_relaxed(&mut self, input: &[u8], sink: &mut impl BodySink) {
         let mut pos = 0;
         while pos < input.len() {
-            let Some(at) = memchr::memchr3(b' ', b'\t', b'\r', &input[pos..]).map(|p| pos + p)
-            else {
-                self.content(&input[pos..], sink);
-                return;
-            };
-            if at > pos {
-                self.content(&input[pos..at], sink);
-            }
-            if input[at] != b'\r' {
-                self.pending_wsp = true;
-                pos = at + 1;
-                continue;
-            }
-            match input.get(at + 1) {
-                None => {
-                    self.saw_cr = true;
-                    return;
+            // A run of bytes that stay as they are: anything above space, and single
+            // spaces before such bytes (unless whitespace is already held back: then
+            // the space belongs to that run of whitespace).
+            let start = pos;
+            while pos < input.len() {
+                let b = input[pos];
+                if b > b' ' {
+                    pos += 1;
+                } else if b == b' '
+                    && (pos > start || !self.pending_wsp)
+                    && input.get(pos + 1).is_some_and(|&n| n > b' ')
+                {
+                    pos += 2;
+                } else {
+                    break;
                 }
-                Some(b'\n') => {
-                    // Whitespace before a line end is dropped (RFC 6376 3.4.4 a).
-                    self.pending_wsp = false;
-                    self.pending_crlf += 1;
-                    pos = at + 2;
+            }
+            if pos > start {
+                self.content(&input[start..pos], sink);
+            }
+            let Some(&b) = input.get(pos) else { break };
+            match b {
+                b' ' | b'\t' => {
+                    self.pending_wsp = true;
+                    pos += 1;
+                    while pos < input.len() && is_wsp(input[pos]) {
+                        pos += 1;
+                    }
                 }
-                Some(_) => {
-                    self.content(b"\r", sink);
-                    pos = at + 1;
+                b'\r' => match input.get(pos + 1) {
+                    None => {
+                        self.saw_cr = true;
+                        pos += 1;
+                    }
+                    Some(b'\n') => {
+                        // Whitespace before a line end is dropped (RFC 6376 3.4.4 a).
+                        self.pending_wsp = false;
+                        self.pending_crlf += 1;
+                        pos += 2;
+                    }
+                    Some(_) => {
+                        self.content(b"\r", sink);
+                        pos += 1;
+                    }
+                },
+                _ => {
+                    // Another control byte (a bare LF, say): ordinary content.
+                    self.content(&input[pos..pos + 1], sink);
+                    pos += 1;
                 }
             }
         }
