@@ -36,7 +36,8 @@ fn skip_cfws(value: &[u8], mut i: usize) -> usize {
             _ => break,
         }
     }
-    i
+    // A quoted pair at the very end steps one past it.
+    i.min(value.len())
 }
 
 /// Reads an RFC 2045 `value` (token or quoted-string) at `i`: the unescaped text and the
@@ -234,5 +235,25 @@ mod tests {
             b" ; none",
             ""
         ));
+    }
+
+    /// Found by the auth_fields fuzz target: an unterminated comment ending in a
+    /// backslash after "i" made the reader slice past the end.
+    #[test]
+    fn regression_trailing_backslash_in_a_comment() {
+        let value = [
+            105, 61, 40, 0, 61, 40, 0, 0, 19, 33, 0, 32, 105, 61, 0, 32, 92,
+        ];
+        assert!(!claims_authserv_id(
+            b"ARC-Authentication-Results",
+            &value,
+            "mx"
+        ));
+        assert!(!claims_authserv_id(
+            b"ARC-Authentication-Results",
+            b"i\\",
+            "mx"
+        ));
+        assert!(!claims_authserv_id(b"Authentication-Results", b"(\\", "mx"));
     }
 }
