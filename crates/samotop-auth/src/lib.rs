@@ -90,7 +90,50 @@
 //! [`Scanner`]: `update` forwards chunks; `verdict` builds a [`Context`] from the
 //! envelope's SPF results, awaits [`Scanner::finish`], and maps [`Report::action`] to the
 //! core's `Verdict` (the [`AuthenticationResults`] field to prepend, [`Report::results`]
-//! as its `AuthResult`s, the quarantine flag, or the [`Refusal`] as a reply).
+//! as its `AuthResult`s, the quarantine flag, or the [`Refusal`] as a reply). Before
+//! storing, the session renames incoming fields for which [`claims_authserv_id`] is true.
+//! A sketch against the traits planned in samotop-core (not compiled here):
+//!
+//! ```ignore
+//! pub struct AuthCheck { verifier: Arc<samotop_auth::Verifier>, authserv_id: String }
+//! pub struct AuthScan { verifier: Arc<samotop_auth::Verifier>, scanner: Scanner, id: String }
+//!
+//! impl DataCheck for AuthCheck {
+//!     type Scan = AuthScan;
+//!     fn scan(&self, _: &SessionInfo, _: &Envelope) -> AuthScan {
+//!         AuthScan { verifier: self.verifier.clone(), scanner: self.verifier.scanner(),
+//!                    id: self.authserv_id.clone() }
+//!     }
+//! }
+//!
+//! impl Scan for AuthScan {
+//!     fn update(&mut self, chunk: &[u8]) { self.scanner.update(chunk) }
+//!     async fn verdict(self, info: &SessionInfo, envelope: &Envelope, _: &Spool) -> Verdict {
+//!         let mut context = samotop_auth::Context::new();
+//!         for r in envelope.auth_results().iter().filter(|r| r.method == "spf") {
+//!             let outcome = r.result.parse().unwrap_or(samotop_auth::Outcome::None);
+//!             for (name, value) in &r.properties {
+//!                 match name.as_str() {
+//!                     "smtp.mailfrom" => context = context.spf_mailfrom(outcome, value),
+//!                     "smtp.helo" => context = context.spf_helo(outcome, value),
+//!                     _ => {}
+//!                 }
+//!             }
+//!         }
+//!         context.remote_ip = info.peer_ip();
+//!         let report = self.scanner.finish(&self.verifier, &context).await;
+//!         let header = report.authentication_results(&self.id).field();
+//!         let results = report.results().into_iter().map(|r| AuthResult {
+//!             method: r.method, result: r.result, reason: r.reason, properties: r.properties,
+//!         }).collect();
+//!         match report.action() {
+//!             Action::Accept => Verdict::Accept,
+//!             Action::Tag { quarantine } => Verdict::Note { headers: vec![header], results, quarantine },
+//!             Action::Reject(r) => Verdict::Reject(Reply::new(r.code, r.enhanced, r.text)),
+//!         }
+//!     }
+//! }
+//! ```
 #![deny(missing_docs)]
 
 mod address;
@@ -157,6 +200,40 @@ pub mod fuzzing {
         let _ = crate::claims_authserv_id(b"ARC-Authentication-Results", input, "mx.example.org");
         let mut authors = crate::address::Authors::default();
         crate::address::authors(input, &mut authors);
+    }
+
+    /// Checks `input` as a whole message against an in-memory zone (one key, one DMARC
+    /// record): whatever it holds, the `Authentication-Results` field stays one field.
+    pub fn verify(input: &[u8]) {
+        use std::sync::OnceLock;
+        static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+        let runtime = RUNTIME.get_or_init(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .expect("a runtime")
+        });
+        let zone = crate::Zone::new()
+            .with_txt(
+                "sel._domainkey.example.com",
+                "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=",
+            )
+            .with_txt(
+                "_dmarc.example.com",
+                "v=DMARC1; p=reject; sp=quarantine; np=reject",
+            );
+        let verifier = crate::Verifier::new(zone, crate::Config::default());
+        let mut scanner = verifier.scanner();
+        scanner.update(input);
+        let context = crate::Context::new().spf_mailfrom(crate::Outcome::Pass, "example.com");
+        let report = runtime.block_on(scanner.finish(&verifier, &context));
+        let field = report.authentication_results("mx.example.org").field();
+        let body = field.strip_suffix("\r\n").expect("a final CRLF");
+        assert!(
+            !body.replace("\r\n\t", "").contains(['\r', '\n']),
+            "{field:?}"
+        );
+        assert!(body.lines().all(|l| l.len() <= 998));
     }
 
     /// Splits `input` into chunks at the sizes given by its first bytes and feeds a

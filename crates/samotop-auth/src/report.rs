@@ -80,7 +80,8 @@ pub struct Spf {
     /// The SPF result.
     pub outcome: Outcome,
     /// The domain checked: the MAIL FROM domain, or the HELO name (for the null sender,
-    /// RFC 7208 2.4, the HELO name is the MAIL FROM identity too).
+    /// RFC 7208 2.4, the HELO name is the MAIL FROM identity too). A whole address
+    /// (`local@domain`) is fine: DMARC uses the part after the last `@`.
     pub domain: String,
 }
 

@@ -475,7 +475,9 @@ async fn verify_dmarc<D: Dns>(
             .spf_mailfrom
             .as_ref()
             .filter(|s| s.outcome == Outcome::Pass)
-            .map(|s| s.domain.trim_end_matches('.').to_ascii_lowercase()),
+            // The caller may give the whole MAIL FROM address: the domain is what counts.
+            .map(|s| s.domain.rsplit('@').next().unwrap_or_default())
+            .map(|d| d.trim_end_matches('.').to_ascii_lowercase()),
         dkim: {
             let mut d: Vec<String> = dkim
                 .iter()
@@ -483,6 +485,7 @@ async fn verify_dmarc<D: Dns>(
                 .filter_map(|r| r.domain.as_ref())
                 .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
                 .collect();
+            d.sort();
             d.dedup();
             d
         },
@@ -628,4 +631,158 @@ pub(crate) async fn run<D: Dns>(
     report.arc = arc;
     report.dns_queries = lookups.asked();
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{
+        Action, Config, Context, DkimMode, Limits, Outcome, Policy, Report, Scanner, Verifier, Zone,
+    };
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    fn run(zone: Zone, config: Config, msg: &[u8]) -> (Report, Vec<String>) {
+        let verifier = Verifier::new(zone, config);
+        let mut scanner = verifier.scanner();
+        scanner.update(msg);
+        let report = block_on(scanner.finish(&verifier, &Context::new()));
+        let queries = verifier.dns().queries();
+        (report, queries)
+    }
+
+    #[test]
+    fn finish_is_send() {
+        fn send<T: Send>(_: &T) {}
+        let verifier = Verifier::new(Zone::new(), Config::default());
+        let context = Context::new();
+        let future = verifier.scanner().finish(&verifier, &context);
+        send(&future);
+        send(&verifier.scanner());
+    }
+
+    #[test]
+    fn a_long_author_domain_costs_at_most_eight_queries() {
+        let msg = b"From: a@a.b.c.d.e.f.g.h.i.j.mail.example.com\r\n\r\nhi\r\n";
+        let (report, queries) = run(Zone::new(), Config::default(), msg);
+        assert_eq!(report.dmarc.outcome, Outcome::None);
+        assert_eq!(queries.len(), crate::MAX_WALK_QUERIES, "{queries:?}");
+        assert_eq!(queries[1], "txt _dmarc.g.h.i.j.mail.example.com");
+    }
+
+    #[test]
+    fn np_needs_an_existence_query_and_sp_does_not() {
+        let msg = b"From: a@x.example.com\r\n\r\nhi\r\n";
+        let zone = Zone::new().with_txt("_dmarc.example.com", "v=DMARC1; p=reject; sp=none");
+        let (report, queries) = run(zone, Config::default(), msg);
+        assert_eq!(
+            report.dmarc.evaluations[0].requested,
+            Some(crate::Disposition::None)
+        );
+        assert!(
+            !queries.iter().any(|q| q.starts_with("exists")),
+            "{queries:?}"
+        );
+        let zone = Zone::new().with_txt(
+            "_dmarc.example.com",
+            "v=DMARC1; p=reject; sp=none; np=quarantine",
+        );
+        let (report, queries) = run(zone, Config::default(), msg);
+        let e = &report.dmarc.evaluations[0];
+        assert!(e.nonexistent);
+        assert_eq!(e.requested, Some(crate::Disposition::Quarantine));
+        assert!(
+            queries.contains(&"exists x.example.com".to_string()),
+            "{queries:?}"
+        );
+    }
+
+    #[test]
+    fn a_hanging_name_server_ends_in_temperror_at_the_deadline() {
+        let msg =
+            b"DKIM-Signature: v=1; a=rsa-sha256; d=example.com; s=s; h=from; bh=YWJj; b=YWJj\r\n\
+            From: a@example.com\r\n\r\nhi\r\n";
+        let zone = Zone::new()
+            .hang("s._domainkey.example.com")
+            .hang("_dmarc.example.com");
+        let config = Config {
+            limits: Limits {
+                timeout: std::time::Duration::from_millis(200),
+                ..Limits::default()
+            },
+            ..Config::default()
+        };
+        let started = std::time::Instant::now();
+        let (report, _) = run(zone, config, msg);
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        assert_eq!(report.dkim[0].outcome, Outcome::TempError);
+        assert_eq!(report.dmarc.outcome, Outcome::TempError);
+    }
+
+    #[test]
+    fn an_oversized_header_section_is_not_verified() {
+        let mut msg = b"From: a@example.com\r\n".to_vec();
+        msg.extend_from_slice(format!("X-Big: {}\r\n\r\nhi\r\n", "x".repeat(2000)).as_bytes());
+        let config = Config {
+            limits: Limits {
+                max_header_bytes: 1024,
+                ..Limits::default()
+            },
+            ..Config::default()
+        };
+        let (report, queries) = run(Zone::new(), config, &msg);
+        assert!(queries.is_empty());
+        assert_eq!(report.dkim[0].outcome, Outcome::PermError);
+        assert_eq!(report.arc.outcome, Outcome::Fail);
+        assert_eq!(report.dmarc.outcome, Outcome::PermError);
+        assert_eq!(report.action(), Action::Tag { quarantine: false });
+    }
+
+    #[test]
+    fn everything_off_does_nothing() {
+        let config = Config::with_policy(Policy::OFF);
+        let mut scanner = Scanner::new(&config);
+        scanner.update(b"From: a@example.com\r\n\r\nhi\r\n");
+        assert!(!scanner.header_complete());
+        let (report, queries) = run(Zone::new(), config, b"From: a@example.com\r\n\r\nhi\r\n");
+        assert!(queries.is_empty());
+        assert_eq!(report.action(), Action::Accept);
+        assert!(report.results().is_empty());
+    }
+
+    #[test]
+    fn dkim_off_keeps_dkim_out_of_the_field() {
+        let config = Config::with_policy(Policy {
+            dkim: DkimMode::Off,
+            ..Policy::default()
+        });
+        let (report, _) = run(Zone::new(), config, b"From: a@example.com\r\n\r\nhi\r\n");
+        let field = report.authentication_results("mx").field();
+        assert!(!field.contains("dkim="), "{field}");
+        assert!(field.contains("dmarc=none"), "{field}");
+    }
+
+    #[test]
+    fn signature_errors_are_reported_with_what_was_readable() {
+        let msg =
+            b"DKIM-Signature: v=1; a=rsa-sha256; d=example.com; s=s; h=to; bh=YWJj; b=YWJj\r\n\
+            DKIM-Signature: v=1; a=rsa-sha256; d=example.com\r\n\
+            From: a@example.com\r\n\r\nhi\r\n";
+        let (report, _) = run(Zone::new(), Config::default(), msg);
+        let first = &report.dkim[0];
+        assert_eq!(
+            (first.outcome, first.reason.as_deref()),
+            (Outcome::PermError, Some("h= does not sign From"))
+        );
+        assert_eq!(first.domain.as_deref(), Some("example.com"));
+        assert_eq!(
+            (report.dkim[1].outcome, report.dkim[1].reason.as_deref()),
+            (Outcome::Neutral, Some("missing b="))
+        );
+    }
 }
