@@ -64,6 +64,17 @@ pub enum BodyLength {
 }
 
 /// What to do when From names several author domains (RFC 9989 5.3.1, 11.5).
+///
+/// RFC 9989 5.3.1: "If zero or more than one domain is extracted from the RFC5322.From
+/// header field, then DMARC validation is not possible and the process terminates. In the
+/// case where more than one domain is retrieved, the Mail Receiver MAY choose to go
+/// forward with DMARC validation anyway." 4.4 adds that alignment "cannot occur with a
+/// message that is not valid per \[RFC5322\], particularly one with a malformed, absent, or
+/// repeated RFC5322.From header field". So a message with no From field, or no author
+/// domain in it, is `dmarc=permerror` (no policy is applied; the registry's permerror is
+/// "an error ... that is unrecoverable"), whatever this setting says. Several From
+/// fields are read as one list of author domains (and the reason says how many fields).
+/// This setting decides the several-domains case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MultipleAuthors {
     /// The default, RFC 9989 11.5's recommended approach (from RFC 7489 6.6.1):
