@@ -263,9 +263,13 @@ async fn verify_dkim<D: Dns>(
             result.reason = Some(why);
             return result;
         }
+        result.reason = Some(format!("l={l} covers the whole body"));
     }
     if key.testing {
-        result.reason = Some("key in test mode (t=y)".into());
+        result.reason = Some(match result.reason.take() {
+            Some(why) => format!("{why}; key in test mode (t=y)"),
+            None => "key in test mode (t=y)".into(),
+        });
     }
     result
 }

@@ -366,12 +366,10 @@ async fn appended_content_beyond_l_is_not_signed() {
             &format!("\"length\": true, \"bcanon\": \"{bcanon}\""),
         );
         assert!(String::from_utf8_lossy(&signed).contains(" l="));
-        assert_eq!(
-            one(&signed, Config::default(), &Context::new())
-                .await
-                .outcome,
-            Outcome::Pass
-        );
+        let whole = one(&signed, Config::default(), &Context::new()).await;
+        assert_eq!(whole.outcome, Outcome::Pass);
+        let why = whole.reason.as_deref().unwrap_or_default();
+        assert!(why.ends_with("covers the whole body"), "{whole:?}");
         let mut appended = signed.clone();
         appended.extend_from_slice(b"\r\nClick here: http://evil.example/\r\n");
         let extra = (appended.len() - signed.len()) as u64;
