@@ -58,6 +58,7 @@
 
 mod dispatch;
 mod error;
+mod http;
 mod model;
 mod parse;
 mod postgres;
@@ -69,6 +70,7 @@ mod store;
 
 pub use dispatch::InboxTransaction;
 pub use error::Error;
+pub use http::{HttpConfig, HttpFace};
 pub use model::{
     Address, Attachment, AuthVerdict, EnvelopeInfo, Filter, MAX_PAGE, Page, Stats, Summary, Waited,
     mailbox_key, rfc3339_ms,
