@@ -66,7 +66,14 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
 
     let tls = tls_setup(&cli)?;
-    let dispatch = dispatch(&cli)?;
+    let inbox = match &cli.deliver {
+        Deliver::Inbox(uri) => Some(open_inbox(&cli, uri).await?),
+        _ => None,
+    };
+    let dispatch = match &inbox {
+        Some(inbox) => mapped(&cli, BoxDispatch::new(inbox.clone()))?,
+        None => dispatch(&cli)?,
+    };
     let guards = guards(&cli)?;
     let (stop, stopped) = watch::channel(false);
 
@@ -126,6 +133,9 @@ async fn run(cli: Cli) -> Result<(), String> {
         name: cli.name.clone(),
     });
     let mut tasks = Vec::new();
+    if let Some(addr) = &cli.http {
+        tasks.push(http(&cli, addr, inbox.clone(), stopped.clone()).await?);
+    }
     for (socket, kind) in listeners {
         tasks.push(tokio::spawn(listen::serve(
             socket,
@@ -201,7 +211,13 @@ fn dispatch(cli: &Cli) -> Result<BoxDispatch, String> {
         Deliver::Smtp(addr) => BoxDispatch::new(Proxy::new(endpoint(addr), Dialect::Smtp)),
         Deliver::Stdout => BoxDispatch::new(Stdout),
         Deliver::Null => BoxDispatch::new(Null),
+        Deliver::Inbox(_) => return Err("the inbox is opened by open_inbox".into()),
     };
+    mapped(cli, inner)
+}
+
+/// `--map` around a dispatch.
+fn mapped(cli: &Cli, inner: BoxDispatch) -> Result<BoxDispatch, String> {
     if cli.map.is_empty() {
         return Ok(inner);
     }
@@ -224,4 +240,57 @@ fn guards(cli: &Cli) -> Result<Guards, String> {
         guards.push(spf);
     }
     Ok(guards)
+}
+
+/// `--deliver sqlite:PATH | postgres://...`: the inbox store, with the `--inbox-*` limits.
+async fn open_inbox(cli: &Cli, uri: &str) -> Result<samotop_inbox::Inbox, String> {
+    let nonzero = |n: u64| (n > 0).then_some(n);
+    let options = samotop_inbox::Options {
+        retention: samotop_inbox::Retention {
+            max_age: nonzero(cli.inbox_max_age).map(std::time::Duration::from_secs),
+            max_messages: nonzero(cli.inbox_max_messages),
+            max_bytes: nonzero(cli.inbox_max_bytes),
+            ..samotop_inbox::Retention::default()
+        },
+        ..samotop_inbox::Options::default()
+    };
+    samotop_inbox::Inbox::open(uri, options)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// `--http ADDR`: the web inbox, stopped with the rest.
+async fn http(
+    cli: &Cli,
+    addr: &str,
+    inbox: Option<samotop_inbox::Inbox>,
+    mut stopped: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let inbox = inbox.ok_or("--http needs --deliver sqlite:PATH or postgres://...")?;
+    let addr = if addr.bytes().all(|b| b.is_ascii_digit()) {
+        format!("127.0.0.1:{addr}")
+    } else {
+        addr.to_string()
+    };
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|e| format!("--http {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    samotop_inbox::HttpFace::check_bind(local, cli.http_token.is_some(), cli.http_public)?;
+    let face = samotop_inbox::HttpFace::new(
+        inbox,
+        samotop_inbox::HttpConfig {
+            token: cli.http_token.clone(),
+            label: String::new(),
+        },
+    );
+    log::info!("web inbox on http://{local}/");
+    let shutdown = async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    Ok(tokio::spawn(async move {
+        if let Err(e) = face.serve(listener, shutdown).await {
+            log::error!("web inbox: {e}");
+        }
+    }))
 }
