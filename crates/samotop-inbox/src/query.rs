@@ -306,7 +306,7 @@ pub(crate) fn parse_size(value: &str) -> Option<u64> {
         _ => return None,
     };
     let bytes = n * factor;
-    (bytes >= 1.0 && bytes < 1e18).then_some(bytes as u64)
+    (1.0..1e18).contains(&bytes).then_some(bytes as u64)
 }
 
 /// A date as Unix milliseconds (UTC): `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM[:SS][Z]`, or Unix

@@ -287,10 +287,7 @@ impl Sqlite {
             let q = format!("SELECT {SUMMARY_COLUMNS} FROM message m WHERE m.id = ?1");
             let mut stmt = conn.prepare_cached(&q)?;
             let mut rows = stmt.query([n])?;
-            Ok(match rows.next()? {
-                Some(row) => Some(sql::summary(row)),
-                None => None,
-            })
+            Ok(rows.next()?.map(|row| sql::summary(row)))
         })
         .await
     }

@@ -218,7 +218,7 @@ async fn one_inbox_per_address_and_bcc_stays_private() {
     // Bob deletes his copy: eve keeps hers.
     assert_eq!(
         inbox
-            .delete(Some(&[id.clone()]), Some("bob@example.org"))
+            .delete(Some(std::slice::from_ref(&id)), Some("bob@example.org"))
             .await
             .expect("delete"),
         1
@@ -241,7 +241,7 @@ async fn one_inbox_per_address_and_bcc_stays_private() {
     );
     assert_eq!(
         inbox
-            .delete(Some(&[id.clone()]), Some("eve@example.org"))
+            .delete(Some(std::slice::from_ref(&id)), Some("eve@example.org"))
             .await
             .expect("delete"),
         1
