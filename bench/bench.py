@@ -775,6 +775,10 @@ def main():
         extras["disk"] = disk_rate(base, ds)
     info["load_end"] = "%.1f/%.1f/%.1f" % os.getloadavg()
     text = report(info, results, cases, names, extras)
+    if os.environ.get("BENCH_INBOX", "1") != "0":
+        import inbox  # bench/inbox.py: durable SQL delivery and reads over 100 000 messages
+
+        text += "\n" + inbox.report(inbox.run(samotop))
     print(text)
     out = os.environ.get("BENCH_OUT")
     if out:

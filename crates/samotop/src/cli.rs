@@ -296,6 +296,47 @@ pub struct Cli {
     /// Store messages with bare CR or LF as they are instead of refusing them (550 5.6.0).
     #[arg(long, env = "SAMOTOP_ACCEPT_BARE_NEWLINES")]
     pub accept_bare_newlines: bool,
+
+    /// Serve the web inbox and its Mailpit-compatible API on ADDR (host:port, or a bare port
+    /// for 127.0.0.1); needs --deliver sqlite:PATH or postgres://...
+    #[arg(long, env = "SAMOTOP_HTTP", value_name = "ADDR")]
+    pub http: Option<String>,
+
+    /// Bearer token that every HTTP request must carry (also the Basic password, or
+    /// /login?token=TOKEN for a browser).
+    #[arg(long, env = "SAMOTOP_HTTP_TOKEN", value_name = "TOKEN")]
+    pub http_token: Option<String>,
+
+    /// Allow --http on a non-loopback address without --http-token.
+    #[arg(long, env = "SAMOTOP_HTTP_PUBLIC")]
+    pub http_public: bool,
+
+    /// Inbox: remove messages older than S seconds (default 7 days; 0 keeps them).
+    #[arg(
+        long,
+        env = "SAMOTOP_INBOX_MAX_AGE",
+        value_name = "S",
+        default_value_t = 604800
+    )]
+    pub inbox_max_age: u64,
+
+    /// Inbox: keep at most N messages, the oldest go first (default 0: no limit).
+    #[arg(
+        long,
+        env = "SAMOTOP_INBOX_MAX_MESSAGES",
+        value_name = "N",
+        default_value_t = 0
+    )]
+    pub inbox_max_messages: u64,
+
+    /// Inbox: keep at most N bytes of mail, the oldest go first (default 0: no limit).
+    #[arg(
+        long,
+        env = "SAMOTOP_INBOX_MAX_BYTES",
+        value_name = "N",
+        default_value_t = 0
+    )]
+    pub inbox_max_bytes: u64,
 }
 
 /// The `--deliver` URI.
@@ -311,6 +352,8 @@ pub enum Deliver {
     Stdout,
     /// `null`.
     Null,
+    /// `sqlite:PATH` or `postgres://...`: the inbox store.
+    Inbox(String),
 }
 
 impl FromStr for Deliver {
@@ -329,9 +372,14 @@ impl FromStr for Deliver {
             Ok(Deliver::Stdout)
         } else if s == "null" {
             Ok(Deliver::Null)
+        } else if s.starts_with("sqlite:")
+            || s.starts_with("postgres://")
+            || s.starts_with("postgresql://")
+        {
+            Ok(Deliver::Inbox(s.to_string()))
         } else {
             Err(format!(
-                "'{s}' is not maildir:DIR, lmtp:unix:PATH, lmtp:HOST:PORT, smtp:HOST:PORT, stdout or null"
+                "'{s}' is not maildir:DIR, lmtp:unix:PATH, lmtp:HOST:PORT, smtp:HOST:PORT, stdout, null, sqlite:PATH or postgres://..."
             ))
         }
     }

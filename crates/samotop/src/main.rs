@@ -69,7 +69,14 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
 
     let tls = tls_setup(&cli, &name)?;
-    let dispatch = dispatch(&cli, &name).await?;
+    let inbox = match &cli.deliver {
+        Deliver::Inbox(uri) => Some(open_inbox(&cli, uri).await?),
+        _ => None,
+    };
+    let dispatch = match &inbox {
+        Some(inbox) => mapped(&cli, BoxDispatch::new(inbox.clone()))?,
+        None => dispatch(&cli, &name).await?,
+    };
     let guards = guards(&cli, &name)?;
 
     let mut server = Server::new(dispatch)
@@ -103,6 +110,11 @@ async fn run(cli: Cli) -> Result<(), String> {
     for addr in cli.lmtp.iter().cloned() {
         server = server.lmtp(addr);
     }
+    let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
+    let http_task = match &cli.http {
+        Some(addr) => Some(http(&cli, addr, inbox.clone(), http_stopped).await?),
+        None => None,
+    };
     let running = server.bind().await.map_err(|e| match e {
         samotop_server::Error::SmtpsWithoutTls => {
             "--smtps needs --tls-cert and --tls-key (or --tls-self-signed)".to_string()
@@ -115,7 +127,11 @@ async fn run(cli: Cli) -> Result<(), String> {
         cli.deliver
     );
     running.until_signal().await;
+    let _ = stop_http.send(true);
     running.shutdown().await;
+    if let Some(task) = http_task {
+        let _ = task.await;
+    }
     Ok(())
 }
 
@@ -195,7 +211,13 @@ async fn dispatch(cli: &Cli, name: &str) -> Result<BoxDispatch, String> {
         ),
         Deliver::Stdout => BoxDispatch::new(Stdout),
         Deliver::Null => BoxDispatch::new(Null),
+        Deliver::Inbox(_) => return Err("the inbox is opened by open_inbox".into()),
     };
+    mapped(cli, inner)
+}
+
+/// `--map` around a dispatch.
+fn mapped(cli: &Cli, inner: BoxDispatch) -> Result<BoxDispatch, String> {
     if cli.map.is_empty() {
         return Ok(inner);
     }
@@ -235,4 +257,57 @@ fn guards(cli: &Cli, name: &str) -> Result<Guards, String> {
         guards.push(spf);
     }
     Ok(guards)
+}
+
+/// `--deliver sqlite:PATH | postgres://...`: the inbox store, with the `--inbox-*` limits.
+async fn open_inbox(cli: &Cli, uri: &str) -> Result<samotop_inbox::Inbox, String> {
+    let nonzero = |n: u64| (n > 0).then_some(n);
+    let options = samotop_inbox::Options {
+        retention: samotop_inbox::Retention {
+            max_age: nonzero(cli.inbox_max_age).map(std::time::Duration::from_secs),
+            max_messages: nonzero(cli.inbox_max_messages),
+            max_bytes: nonzero(cli.inbox_max_bytes),
+            ..samotop_inbox::Retention::default()
+        },
+        ..samotop_inbox::Options::default()
+    };
+    samotop_inbox::Inbox::open(uri, options)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// `--http ADDR`: the web inbox, stopped with the rest.
+async fn http(
+    cli: &Cli,
+    addr: &str,
+    inbox: Option<samotop_inbox::Inbox>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let inbox = inbox.ok_or("--http needs --deliver sqlite:PATH or postgres://...")?;
+    let addr = if addr.bytes().all(|b| b.is_ascii_digit()) {
+        format!("127.0.0.1:{addr}")
+    } else {
+        addr.to_string()
+    };
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|e| format!("--http {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    samotop_inbox::HttpFace::check_bind(local, cli.http_token.is_some(), cli.http_public)?;
+    let face = samotop_inbox::HttpFace::new(
+        inbox,
+        samotop_inbox::HttpConfig {
+            token: cli.http_token.clone(),
+            label: String::new(),
+        },
+    );
+    log::info!("web inbox on http://{local}/");
+    let shutdown = async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    Ok(tokio::spawn(async move {
+        if let Err(e) = face.serve(listener, shutdown).await {
+            log::error!("web inbox: {e}");
+        }
+    }))
 }
