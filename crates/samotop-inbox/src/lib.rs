@@ -90,8 +90,8 @@ pub use error::Error;
 #[cfg(feature = "store")]
 pub use http::{HttpConfig, HttpFace};
 pub use model::{
-    Address, Attachment, AuthVerdict, EnvelopeInfo, Filter, MAX_PAGE, Page, Stats, Summary, Waited,
-    mailbox_key, rfc3339_ms,
+    Address, Attachment, AuthVerdict, EnvelopeInfo, Filter, MAX_COUNT, MAX_PAGE, Page, Stats,
+    Summary, Waited, mailbox_key, rfc3339_ms,
 };
 pub use parse::{DEFAULT_PARSE_LIMIT, Fields, Part, View};
 pub use query::{Field, MAX_QUERY_LEN, MAX_TERMS, Query, QueryError, Term, TermKind};

@@ -38,7 +38,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Statement};
 
 use crate::error::Error;
-use crate::model::{EnvelopeInfo, Filter, MAX_PAGE, Page, Stats, Summary, mailbox_key};
+use crate::model::{EnvelopeInfo, Filter, MAX_COUNT, MAX_PAGE, Page, Stats, Summary, mailbox_key};
 use crate::query::Query;
 use crate::sql::{self, Dialect, SUMMARY_COLUMNS, Sql, Value};
 use crate::staging::{Spill, decompress};
@@ -107,6 +107,94 @@ CREATE TABLE IF NOT EXISTS recipient (
     PRIMARY KEY (mailbox, message)
 );
 CREATE INDEX IF NOT EXISTS recipient_message ON recipient(message);
+CREATE TABLE IF NOT EXISTS totals (
+    id INT PRIMARY KEY CHECK (id = 0),
+    messages BIGINT NOT NULL,
+    unread BIGINT NOT NULL,
+    bytes BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mailbox_totals (
+    mailbox TEXT PRIMARY KEY,
+    messages BIGINT NOT NULL,
+    unread BIGINT NOT NULL
+);
+CREATE OR REPLACE FUNCTION samotop_message_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE totals SET messages = messages + n.c, unread = unread + n.u, bytes = bytes + n.b
+    FROM (SELECT count(*) AS c, count(*) FILTER (WHERE seen = 0) AS u,
+          coalesce(sum(size), 0) AS b FROM new_rows) n
+    WHERE id = 0;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE FUNCTION samotop_message_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE totals SET messages = messages - o.c, unread = unread - o.u, bytes = bytes - o.b
+    FROM (SELECT count(*) AS c, count(*) FILTER (WHERE seen = 0) AS u,
+          coalesce(sum(size), 0) AS b FROM old_rows) o
+    WHERE id = 0 AND o.c > 0;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE FUNCTION samotop_message_updated() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    -- Only a change of the read state counts: the indexer's updates lock nothing here.
+    WITH c AS (SELECT n.id, (n.seen = 0)::int - (o.seen = 0)::int AS d
+               FROM new_rows n JOIN old_rows o ON o.id = n.id WHERE (n.seen = 0) <> (o.seen = 0))
+    UPDATE totals SET unread = unread + (SELECT sum(d) FROM c)
+    WHERE id = 0 AND EXISTS (SELECT 1 FROM c);
+    WITH c AS (SELECT n.id, (n.seen = 0)::int - (o.seen = 0)::int AS d
+               FROM new_rows n JOIN old_rows o ON o.id = n.id WHERE (n.seen = 0) <> (o.seen = 0))
+    UPDATE mailbox_totals t SET unread = t.unread + x.d
+    FROM (SELECT r.mailbox, sum(c.d) AS d FROM c JOIN recipient r ON r.message = c.id
+          GROUP BY r.mailbox) x
+    WHERE t.mailbox = x.mailbox;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE FUNCTION samotop_recipient_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO mailbox_totals (mailbox, messages, unread)
+        SELECT n.mailbox, count(*), count(*) FILTER (WHERE coalesce(m.seen, 0) = 0)
+        FROM new_rows n LEFT JOIN message m ON m.id = n.message GROUP BY n.mailbox
+    ON CONFLICT (mailbox) DO UPDATE SET messages = mailbox_totals.messages + EXCLUDED.messages,
+        unread = mailbox_totals.unread + EXCLUDED.unread;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE FUNCTION samotop_recipient_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE mailbox_totals t SET messages = t.messages - x.c, unread = t.unread - x.u
+    FROM (SELECT o.mailbox, count(*) AS c, count(*) FILTER (WHERE m.seen = 0) AS u
+          FROM old_rows o LEFT JOIN message m ON m.id = o.message GROUP BY o.mailbox) x
+    WHERE t.mailbox = x.mailbox;
+    DELETE FROM mailbox_totals t USING (SELECT DISTINCT mailbox FROM old_rows) o
+        WHERE t.mailbox = o.mailbox AND t.messages <= 0;
+    RETURN NULL;
+END $$;
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'samotop_message_inserted') THEN
+        CREATE TRIGGER samotop_message_inserted AFTER INSERT ON message
+            REFERENCING NEW TABLE AS new_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION samotop_message_inserted();
+        CREATE TRIGGER samotop_message_deleted AFTER DELETE ON message
+            REFERENCING OLD TABLE AS old_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION samotop_message_deleted();
+        CREATE TRIGGER samotop_message_updated AFTER UPDATE ON message
+            REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION samotop_message_updated();
+        CREATE TRIGGER samotop_recipient_inserted AFTER INSERT ON recipient
+            REFERENCING NEW TABLE AS new_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION samotop_recipient_inserted();
+        CREATE TRIGGER samotop_recipient_deleted AFTER DELETE ON recipient
+            REFERENCING OLD TABLE AS old_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION samotop_recipient_deleted();
+        -- The totals of what is already there (a store made before they existed).
+        DELETE FROM totals;
+        INSERT INTO totals SELECT 0, count(*), count(*) FILTER (WHERE seen = 0),
+            coalesce(sum(size), 0) FROM message;
+        DELETE FROM mailbox_totals;
+        INSERT INTO mailbox_totals SELECT r.mailbox, count(*), count(*) FILTER (WHERE m.seen = 0)
+            FROM recipient r JOIN message m ON m.id = r.message GROUP BY r.mailbox;
+    END IF;
+END $$;
 ";
 
 /// One message, its raw data's first piece and its recipients, in one statement; the id is
@@ -302,26 +390,36 @@ impl Postgres {
     pub(crate) async fn list(&self, filter: Filter) -> Result<Page, Error> {
         let mut conn = self.shared.pool.get().await?;
         let limit = filter.limit.clamp(1, MAX_PAGE);
-        let counts = |query: &Query| {
-            let mut sql = Sql::new(
-                Dialect::Postgres,
-                "SELECT count(*), count(*) FILTER (WHERE m.seen = 0) FROM message m WHERE 1=1",
-            );
-            sql::filter(&mut sql, filter.mailbox.as_deref(), query);
-            sql
-        };
-        let (total, unread) = conn.counts(&counts(&Query::default())).await?;
-        let (matching, matching_unread) = if filter.query.is_empty() {
-            (total, unread)
+        let mailbox = filter.mailbox.as_deref();
+        let (total, unread) = conn.totals(mailbox).await?;
+        let (matching, matching_unread, capped) = if filter.query.is_empty() {
+            (total, unread, false)
         } else {
-            conn.counts(&counts(&filter.query)).await?
+            // Counting every match of a common word costs as much as reading them all:
+            // counts stop past MAX_COUNT (and say so).
+            let q = &filter.query;
+            let cap = MAX_COUNT + 1;
+            let n = conn
+                .count(&sql::capped_count(
+                    Dialect::Postgres,
+                    mailbox,
+                    q,
+                    false,
+                    cap,
+                ))
+                .await?;
+            let u = conn
+                .count(&sql::capped_count(Dialect::Postgres, mailbox, q, true, cap))
+                .await?;
+            (
+                n.min(MAX_COUNT),
+                u.min(MAX_COUNT),
+                n > MAX_COUNT || u > MAX_COUNT,
+            )
         };
-        let mut sql = Sql::new(
-            Dialect::Postgres,
-            &format!("SELECT {SUMMARY_COLUMNS} FROM message m WHERE 1=1"),
-        );
-        sql::filter(&mut sql, filter.mailbox.as_deref(), &filter.query);
-        sql.push(" ORDER BY m.id DESC LIMIT ")
+        let (mut sql, order) =
+            sql::select(Dialect::Postgres, SUMMARY_COLUMNS, mailbox, &filter.query);
+        sql.push(&format!(" ORDER BY {order} DESC LIMIT "))
             .param(Value::Int(limit as i64))
             .push(" OFFSET ")
             .param(Value::Int(filter.start.min(i64::MAX as u64) as i64));
@@ -336,6 +434,7 @@ impl Postgres {
             unread,
             messages_count: matching,
             messages_unread: matching_unread,
+            messages_count_capped: capped,
             start: filter.start,
             tags: Vec::new(),
             messages,
@@ -347,12 +446,16 @@ impl Postgres {
         id: String,
         mailbox: Option<String>,
     ) -> Result<Option<i64>, Error> {
-        let mut sql = Sql::new(Dialect::Postgres, "SELECT m.id FROM message m WHERE 1=1");
+        let (mut sql, order) = sql::select(
+            Dialect::Postgres,
+            "m.id",
+            mailbox.as_deref(),
+            &Query::default(),
+        );
         if id != "latest" {
             sql.push(" AND m.uid = ").param(Value::Text(clean(&id)));
         }
-        sql::filter(&mut sql, mailbox.as_deref(), &Query::default());
-        sql.push(" ORDER BY m.id DESC LIMIT 1");
+        sql.push(&format!(" ORDER BY {order} DESC LIMIT 1"));
         let mut conn = self.shared.pool.get().await?;
         let rows = conn.query(&sql).await?;
         Ok(rows.first().and_then(|r| r.try_get::<_, i64>(0).ok()))
@@ -413,7 +516,10 @@ impl Postgres {
 
     pub(crate) async fn delete(&self, ids: Vec<i64>) -> Result<u64, Error> {
         let mut conn = self.shared.pool.get().await?;
+        conn.begin().await?;
+        conn.order_lock().await?;
         let n = delete(&mut conn, &ids).await?;
+        conn.commit().await?;
         if n > 0 {
             self.notify_changed(&mut conn).await;
         }
@@ -423,12 +529,10 @@ impl Postgres {
     pub(crate) async fn unlink(&self, ids: Vec<i64>, mailbox: String) -> Result<u64, Error> {
         let mut conn = self.shared.pool.get().await?;
         conn.begin().await?;
-        // Locks the messages: two addresses removing the last two copies of one message
-        // at once cannot both leave it behind.
-        let lock = conn
-            .statement("SELECT id FROM message WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-            .await?;
-        conn.client.query(&lock, &[&ids]).await?;
+        // One writer of the totals at a time (no deadlock between their rows), and two
+        // addresses removing the last two copies of one message at once cannot both leave
+        // it behind.
+        conn.order_lock().await?;
         let rm = conn
             .statement("DELETE FROM recipient WHERE mailbox = $1 AND message = ANY($2)")
             .await?;
@@ -455,8 +559,12 @@ impl Postgres {
     }
 
     pub(crate) async fn matching(&self, filter: Filter) -> Result<Vec<i64>, Error> {
-        let mut sql = Sql::new(Dialect::Postgres, "SELECT m.id FROM message m WHERE 1=1");
-        sql::filter(&mut sql, filter.mailbox.as_deref(), &filter.query);
+        let (sql, _) = sql::select(
+            Dialect::Postgres,
+            "m.id",
+            filter.mailbox.as_deref(),
+            &filter.query,
+        );
         let mut conn = self.shared.pool.get().await?;
         Ok(conn
             .query(&sql)
@@ -469,6 +577,8 @@ impl Postgres {
     pub(crate) async fn set_read(&self, ids: Option<Vec<i64>>, read: bool) -> Result<u64, Error> {
         let seen = i64::from(read);
         let mut conn = self.shared.pool.get().await?;
+        conn.begin().await?;
+        conn.order_lock().await?;
         let n = match ids {
             None => {
                 let s = conn
@@ -483,6 +593,7 @@ impl Postgres {
                 conn.client.execute(&s, &[&seen, &ids]).await?
             }
         };
+        conn.commit().await?;
         self.notify_changed(&mut conn).await;
         Ok(n)
     }
@@ -519,15 +630,17 @@ impl Postgres {
             .and_then(|r| r.try_get(0).ok())
             .unwrap_or(0);
         let limit = limit.clamp(1, MAX_PAGE);
-        let mut sql = Sql::new(
+        let (mut sql, order) = sql::select(
             Dialect::Postgres,
-            &format!("SELECT {SUMMARY_COLUMNS} FROM message m WHERE m.id > "),
+            SUMMARY_COLUMNS,
+            mailbox.as_deref(),
+            &query,
         );
-        sql.param(Value::Int(after))
-            .push(" AND m.id <= ")
+        sql.push(&format!(" AND {order} > "))
+            .param(Value::Int(after))
+            .push(&format!(" AND {order} <= "))
             .param(Value::Int(watermark));
-        sql::filter(&mut sql, mailbox.as_deref(), &query);
-        sql.push(" ORDER BY m.id ASC LIMIT ")
+        sql.push(&format!(" ORDER BY {order} ASC LIMIT "))
             .param(Value::Int(limit as i64));
         let found: Vec<Summary> = conn
             .query(&sql)
@@ -547,8 +660,9 @@ impl Postgres {
         let rows = conn
             .query(&Sql::new(
                 Dialect::Postgres,
-                "SELECT count(*), coalesce(sum(size), 0)::int8, coalesce(max(id), 0)::int8, \
-                 count(*) FILTER (WHERE seen = 0) FROM message",
+                "SELECT t.messages, t.bytes, \
+                 coalesce((SELECT max(id) FROM message), 0)::int8, t.unread \
+                 FROM totals t WHERE t.id = 0",
             ))
             .await?;
         let row = rows
@@ -611,19 +725,24 @@ async fn setup_schema(client: &Client, what: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Deletes messages, inside the caller's transaction (which holds the order lock): their
+/// recipients first, so that the totals' trigger still sees their read state.
 async fn delete(conn: &mut Pooled<'_>, ids: &[i64]) -> Result<u64, Error> {
     if ids.is_empty() {
         return Ok(0);
     }
+    let ids = ids.to_vec();
+    let recipients = conn
+        .statement("DELETE FROM recipient WHERE message = ANY($1)")
+        .await?;
+    conn.client.execute(&recipients, &[&ids]).await?;
     let s = conn
         .statement(
             "WITH d AS (DELETE FROM message WHERE id = ANY($1) RETURNING id), \
-             r AS (DELETE FROM raw WHERE message = ANY($1)), \
-             c AS (DELETE FROM recipient WHERE message = ANY($1)) \
+             r AS (DELETE FROM raw WHERE message = ANY($1)) \
              SELECT count(*) FROM d",
         )
         .await?;
-    let ids = ids.to_vec();
     let n: i64 = conn.client.query_one(&s, &[&ids]).await?.try_get(0)?;
     Ok(n.max(0) as u64)
 }
@@ -730,6 +849,14 @@ impl Pooled<'_> {
         }
     }
 
+    /// The order lock, for the rest of the transaction: every transaction that changes the
+    /// totals holds it, so they change them one at a time.
+    async fn order_lock(&mut self) -> Result<(), Error> {
+        let s = self.statement("SELECT pg_advisory_xact_lock($1)").await?;
+        self.client.execute(&s, &[&ORDER_LOCK]).await?;
+        Ok(())
+    }
+
     async fn notify(&mut self, payload: &str) -> Result<(), Error> {
         let s = self.statement("SELECT pg_notify($1, $2)").await?;
         self.client.execute(&s, &[&CHANNEL, &payload]).await?;
@@ -756,15 +883,41 @@ impl Conn {
         Ok(self.client.query(&s, &params(&sql.params)).await?)
     }
 
-    /// Two counts from a `SELECT count(*), count(*) FILTER (...)`.
-    async fn counts(&mut self, sql: &Sql) -> Result<(u64, u64), Error> {
+    /// One count from a `SELECT count(*) ...`.
+    async fn count(&mut self, sql: &Sql) -> Result<u64, Error> {
         let rows = self.query(sql).await?;
         let row = rows
             .first()
             .ok_or_else(|| Error::Database("no count".into()))?;
-        let a: i64 = row.try_get(0)?;
-        let b: i64 = row.try_get(1)?;
-        Ok((a.max(0) as u64, b.max(0) as u64))
+        let n: i64 = row.try_get(0)?;
+        Ok(n.max(0) as u64)
+    }
+
+    /// The messages and unread messages of the store (`None`) or of one address's inbox,
+    /// from the totals the triggers keep.
+    async fn totals(&mut self, mailbox: Option<&str>) -> Result<(u64, u64), Error> {
+        let sql = match mailbox {
+            None => Sql::new(
+                Dialect::Postgres,
+                "SELECT messages, unread FROM totals WHERE id = 0",
+            ),
+            Some(m) => {
+                let mut sql = Sql::new(
+                    Dialect::Postgres,
+                    "SELECT messages, unread FROM mailbox_totals WHERE mailbox = ",
+                );
+                sql.param(Value::Text(clean(&mailbox_key(m))));
+                sql
+            }
+        };
+        let rows = self.query(&sql).await?;
+        Ok(match rows.first() {
+            Some(row) => {
+                let (n, u): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+                (n.max(0) as u64, u.max(0) as u64)
+            }
+            None => (0, 0),
+        })
     }
 }
 
@@ -1229,8 +1382,9 @@ async fn prune_step(shared: &Shared, retention: &Retention, now_ms: i64) -> Resu
         conn.commit().await?;
         return Ok(Pruned::default());
     }
+    conn.order_lock().await?;
     let totals = conn
-        .statement("SELECT count(*), coalesce(sum(size), 0)::int8 FROM message")
+        .statement("SELECT messages, bytes FROM totals WHERE id = 0")
         .await?;
     let row = conn.client.query_one(&totals, &[]).await?;
     let (count, bytes): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);

@@ -294,13 +294,80 @@ impl TsVector {
     }
 }
 
-/// Appends ` AND ...` for the mailbox and each term of the query.
-pub(crate) fn filter(sql: &mut Sql, mailbox: Option<&str>, query: &Query) {
-    if let Some(mailbox) = mailbox {
-        sql.push(" AND EXISTS (SELECT 1 FROM recipient r WHERE r.message = m.id AND r.mailbox = ")
+/// True when a query has a full-text term that is not negated (and has words).
+fn has_match(query: &Query) -> bool {
+    query.terms.iter().any(|t| {
+        !t.negated
+            && matches!(&t.kind, TermKind::Text(v) | TermKind::Field(_, v) if !words(v).is_empty())
+    })
+}
+
+/// `SELECT {columns} FROM ... WHERE 1=1 AND ...`: the messages of `mailbox` (every message
+/// when `None`) that match `query`, and the column holding the message id in the table that
+/// drives the scan: order by it (`ORDER BY {id} DESC LIMIT n`) and a page is read in index
+/// order and stops after n rows, instead of finding every match and sorting them.
+///
+/// * SQLite with a full-text term: the FTS5 table drives (`fts.rowid`, walked in rowid order
+///   by FTS5 itself); the mailbox is then an `EXISTS` on its primary key.
+/// * With a mailbox: the recipient table's primary key `(mailbox, message)` drives
+///   (`r.message`), so a small inbox in a big store is read from its own rows.
+/// * Else the message table (`m.id`).
+///
+/// More terms can be appended with ` AND ...`; the summary columns are `m.` columns.
+pub(crate) fn select(
+    dialect: Dialect,
+    columns: &str,
+    mailbox: Option<&str>,
+    query: &Query,
+) -> (Sql, &'static str) {
+    let fts = dialect == Dialect::Sqlite && has_match(query);
+    let mut sql = Sql::new(dialect, &format!("SELECT {columns} FROM "));
+    let id = if fts {
+        sql.push("fts JOIN message m ON m.id = fts.rowid WHERE 1=1");
+        "fts.rowid"
+    } else if let Some(mailbox) = mailbox {
+        sql.push("recipient r JOIN message m ON m.id = r.message WHERE r.mailbox = ")
+            .param(Value::Text(crate::model::mailbox_key(mailbox)));
+        "r.message"
+    } else {
+        sql.push("message m WHERE 1=1");
+        "m.id"
+    };
+    if fts {
+        if let Some(mailbox) = mailbox {
+            sql.push(
+                " AND EXISTS (SELECT 1 FROM recipient r WHERE r.message = m.id AND r.mailbox = ",
+            )
             .param(Value::Text(crate::model::mailbox_key(mailbox)))
             .push(")");
+        }
     }
+    terms(&mut sql, query, fts);
+    (sql, id)
+}
+
+/// `SELECT count(*) FROM (SELECT 1 ... LIMIT cap)`: how many messages of `mailbox` match
+/// (only the unread ones when `unread`), counting at most `cap`.
+pub(crate) fn capped_count(
+    dialect: Dialect,
+    mailbox: Option<&str>,
+    query: &Query,
+    unread: bool,
+    cap: u64,
+) -> Sql {
+    let (mut sql, _) = select(dialect, "1", mailbox, query);
+    if unread {
+        sql.push(" AND m.seen = 0");
+    }
+    sql.push(" LIMIT ")
+        .param(Value::Int(cap.min(i64::MAX as u64) as i64));
+    sql.text = format!("SELECT count(*) FROM ({}) c", sql.text);
+    sql
+}
+
+/// Appends ` AND ...` for each term of the query; `fts_driven`: the FTS5 table is in the
+/// `FROM` (see [`select`]) and the positive full-text terms become its `MATCH`.
+fn terms(sql: &mut Sql, query: &Query, fts_driven: bool) {
     // The positive full-text terms go into one MATCH (SQLite) or one tsquery (PostgreSQL).
     let mut matches: Vec<String> = Vec::new();
     for term in &query.terms {
@@ -393,6 +460,10 @@ pub(crate) fn filter(sql: &mut Sql, mailbox: Option<&str>, query: &Query) {
     }
     if !matches.is_empty() {
         match sql.dialect {
+            Dialect::Sqlite if fts_driven => {
+                sql.push(" AND fts MATCH ")
+                    .param(Value::Text(matches.join(" AND ")));
+            }
             Dialect::Sqlite => {
                 sql.push(" AND m.id IN (SELECT rowid FROM fts WHERE fts MATCH ")
                     .param(Value::Text(matches.join(" AND ")))
@@ -424,9 +495,44 @@ mod tests {
     use super::*;
 
     fn compiled(dialect: Dialect, q: &str, mailbox: Option<&str>) -> (String, Vec<Value>) {
-        let mut sql = Sql::new(dialect, "WHERE 1=1");
-        filter(&mut sql, mailbox, &Query::parse(q).expect("query"));
+        let (sql, _) = select(dialect, "m.id", mailbox, &Query::parse(q).expect("query"));
         (sql.text, sql.params)
+    }
+
+    #[test]
+    fn the_driving_table() {
+        let q = |s: &str| Query::parse(s).expect("query");
+        let (sql, id) = select(Dialect::Sqlite, "m.id", Some("A@x"), &q("hello -spam"));
+        assert_eq!(id, "fts.rowid");
+        assert!(
+            sql.text.starts_with(
+                "SELECT m.id FROM fts JOIN message m ON m.id = fts.rowid WHERE 1=1 AND EXISTS"
+            ),
+            "{}",
+            sql.text
+        );
+        assert!(sql.text.ends_with(" AND fts MATCH ?3"), "{}", sql.text);
+        let (sql, id) = select(Dialect::Sqlite, "m.id", Some("A@x"), &q("-spam is:unread"));
+        assert_eq!(id, "r.message");
+        assert!(sql.text.starts_with("SELECT m.id FROM recipient r JOIN message m ON m.id = r.message WHERE r.mailbox = ?1"), "{}", sql.text);
+        assert_eq!(sql.params[0], Value::Text("a@x".into()));
+        let (_, id) = select(Dialect::Postgres, "m.id", Some("a@x"), &q("hello"));
+        assert_eq!(id, "r.message");
+        let (sql, id) = select(Dialect::Postgres, "m.id", None, &q("hello"));
+        assert_eq!(id, "m.id");
+        assert!(
+            sql.text
+                .starts_with("SELECT m.id FROM message m WHERE 1=1 AND m.tsv @@"),
+            "{}",
+            sql.text
+        );
+        let count = capped_count(Dialect::Sqlite, None, &q("hello"), true, 100);
+        assert_eq!(
+            count.text,
+            "SELECT count(*) FROM (SELECT 1 FROM fts JOIN message m ON m.id = fts.rowid WHERE 1=1 \
+             AND fts MATCH ?1 AND m.seen = 0 LIMIT ?2) c"
+        );
+        assert_eq!(count.params[1], Value::Int(100));
     }
 
     #[test]
@@ -441,7 +547,7 @@ mod tests {
         assert!(text.contains("(m.seen = 0)"));
         assert!(text.contains("m.size > ?3"));
         assert!(text.contains("r.mailbox LIKE ?4 ESCAPE"));
-        assert!(text.ends_with("m.id IN (SELECT rowid FROM fts WHERE fts MATCH ?5)"));
+        assert!(text.ends_with(" AND fts MATCH ?5"), "{text}");
         assert_eq!(params[0], Value::Text("x@y".into()));
         assert_eq!(params[1], Value::Text("\"spam\"*".into()));
         assert_eq!(params[3], Value::Text("%@example.org".into()));

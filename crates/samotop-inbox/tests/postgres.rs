@@ -286,6 +286,11 @@ async fn pruning_by_age_reports_and_keeps_new_mail() {
     common::pruning_by_age_reports_and_keeps_new_mail(&inbox).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn totals_stay_exact() {
+    common::totals_stay_exact(&open("totals", Options::default()).await).await;
+}
+
 // ---- PostgreSQL's own --------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

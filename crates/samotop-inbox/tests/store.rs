@@ -79,3 +79,9 @@ async fn pruning_by_age_reports_and_keeps_new_mail() {
     .expect("open");
     common::pruning_by_age_reports_and_keeps_new_mail(&inbox).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn totals_stay_exact() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    common::totals_stay_exact(&open(&dir)).await;
+}

@@ -558,3 +558,111 @@ pub async fn pruning_by_age_reports_and_keeps_new_mail(inbox: &Inbox) {
     assert_eq!((pruned.messages, pruned.reason), (1, "age"));
     assert_eq!(inbox.stats().await.expect("stats").messages, 1);
 }
+
+/// The totals a list shows (kept by triggers, not counted per request) stay exact through
+/// delivery, read and unread, deleting one address's copy, deleting a message, and
+/// delete-all; a search's count is exact below the cap.
+pub async fn totals_stay_exact(inbox: &Inbox) {
+    let to = |i: usize| -> Vec<&'static str> {
+        match i % 3 {
+            0 => vec!["a@t.test"],
+            1 => vec!["a@t.test", "b@t.test"],
+            _ => vec!["b@t.test", "c@t.test"],
+        }
+    };
+    for i in 0..9 {
+        let rcpts = to(i);
+        let out = deliver(
+            inbox,
+            "s@example.com",
+            &rcpts,
+            &message(&format!("t{i}"), rcpts[0], "x"),
+        )
+        .await;
+        assert!(out.iter().all(Result::is_ok));
+    }
+    wait_for(inbox, None, "subject:t8").await;
+    let page = |m: Option<&str>| Filter {
+        mailbox: m.map(str::to_string),
+        limit: 50,
+        ..Filter::default()
+    };
+    let totals = |m: Option<&'static str>| {
+        let inbox = inbox.clone();
+        async move {
+            let p = inbox.list(&page(m)).await.expect("list");
+            assert!(!p.messages_count_capped);
+            (p.total, p.unread)
+        }
+    };
+    assert_eq!(totals(None).await, (9, 9));
+    assert_eq!(totals(Some("A@t.test")).await, (6, 6));
+    assert_eq!(totals(Some("b@t.test")).await, (6, 6));
+    assert_eq!(totals(Some("c@t.test")).await, (3, 3));
+    assert_eq!(totals(Some("nobody@t.test")).await, (0, 0));
+    let a = inbox.list(&page(Some("a@t.test"))).await.expect("list");
+    let ids: Vec<String> = a.messages.iter().take(3).map(|m| m.id.clone()).collect();
+    inbox.set_read(Some(&ids), None, true).await.expect("read");
+    let unread_b = inbox
+        .list(&page(Some("b@t.test")))
+        .await
+        .expect("list")
+        .messages
+        .iter()
+        .filter(|m| !m.read)
+        .count() as u64;
+    assert_eq!(totals(None).await, (9, 6));
+    assert_eq!(totals(Some("a@t.test")).await, (6, 3));
+    assert_eq!(totals(Some("b@t.test")).await, (6, unread_b));
+    // The same again changes nothing.
+    inbox.set_read(Some(&ids), None, true).await.expect("read");
+    assert_eq!(totals(None).await, (9, 6));
+    // b's copy of a message a and b share goes; a keeps it.
+    let shared = a
+        .messages
+        .iter()
+        .find(|m| m.subject == "t7")
+        .expect("t7 is a's and b's")
+        .id
+        .clone();
+    assert_eq!(
+        inbox
+            .delete(Some(std::slice::from_ref(&shared)), Some("b@t.test"))
+            .await
+            .expect("unlink"),
+        1
+    );
+    assert_eq!(totals(None).await.0, 9);
+    assert_eq!(totals(Some("b@t.test")).await.0, 5);
+    assert_eq!(totals(Some("a@t.test")).await.0, 6);
+    // The whole message goes, from every inbox.
+    inbox
+        .delete(Some(std::slice::from_ref(&shared)), None)
+        .await
+        .expect("delete");
+    assert_eq!(totals(None).await.0, 8);
+    assert_eq!(totals(Some("a@t.test")).await.0, 5);
+    let search = inbox
+        .list(&Filter {
+            query: Query::parse("is:unread rcpt:c@t.test").expect("query"),
+            limit: 50,
+            ..Filter::default()
+        })
+        .await
+        .expect("search");
+    assert_eq!(
+        (search.messages_count, search.messages_count_capped),
+        (3, false)
+    );
+    inbox.set_read(None, None, false).await.expect("unread all");
+    let (total, unread) = totals(None).await;
+    assert_eq!(total, unread);
+    inbox.set_read(None, None, true).await.expect("read all");
+    assert_eq!(totals(None).await.1, 0);
+    assert_eq!(totals(Some("b@t.test")).await.1, 0);
+    inbox.delete(None, None).await.expect("delete all");
+    assert_eq!(totals(None).await, (0, 0));
+    assert_eq!(totals(Some("b@t.test")).await, (0, 0));
+    let stats = inbox.stats().await.expect("stats");
+    assert_eq!((stats.messages, stats.unread, stats.bytes), (0, 0, 0));
+}
