@@ -683,10 +683,20 @@ impl Inbox {
     ///
     /// A database error.
     pub async fn prune(&self) -> Result<Pruned, Error> {
+        self.prune_as_of(now_ms()).await
+    }
+
+    /// [`Inbox::prune`] as if the time were `now_ms` (Unix milliseconds): the age limit
+    /// counts from there. For tests, and for a clock that is known to be off.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub async fn prune_as_of(&self, now_ms: i64) -> Result<Pruned, Error> {
         let retention = self.inner.options.retention.clone();
         let mut total = Pruned::default();
         for _ in 0..1000 {
-            let step = on!(self, b => b.prune_step(retention.clone(), now_ms()).await)?;
+            let step = on!(self, b => b.prune_step(retention.clone(), now_ms).await)?;
             if step.messages == 0 {
                 break;
             }

@@ -529,7 +529,7 @@ pub async fn pruning_by_count_and_size(inbox: &Inbox) {
 pub fn pruning_by_age_reports_and_keeps_new_mail_options() -> Options {
     Options {
         retention: Retention {
-            max_age: Some(Duration::from_millis(300)),
+            max_age: Some(Duration::from_secs(3600)),
             interval: Duration::from_secs(3600),
             ..Retention::default()
         },
@@ -537,25 +537,49 @@ pub fn pruning_by_age_reports_and_keeps_new_mail_options() -> Options {
     }
 }
 
-/// Pruning by age removes the old message only and says why.
+/// Pruning by age removes the old message only and says why. The clock is the test's: the
+/// prune runs as of one hour after the new message arrived, so the old one (received at
+/// least a millisecond earlier) is past the hour and the new one is not, however slow the
+/// machine.
 pub async fn pruning_by_age_reports_and_keeps_new_mail(inbox: &Inbox) {
-    deliver(
-        inbox,
-        "a@example.com",
-        &["p@x.test"],
-        &message("old", "p@x.test", "x"),
-    )
-    .await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    deliver(
-        inbox,
-        "a@example.com",
-        &["p@x.test"],
-        &message("new", "p@x.test", "x"),
-    )
-    .await;
-    let pruned = inbox.prune().await.expect("prune");
-    assert_eq!((pruned.messages, pruned.reason), (1, "age"));
+    let received = |subject: String| {
+        let inbox = inbox.clone();
+        async move {
+            let found = wait_for(&inbox, None, &format!("subject:{subject}")).await;
+            found.first().map(|m| m.received_ms).expect("found")
+        }
+    };
+    let send = |subject: String| {
+        let inbox = inbox.clone();
+        async move {
+            let out = deliver(
+                &inbox,
+                "a@example.com",
+                &["p@x.test"],
+                &message(&subject, "p@x.test", "x"),
+            )
+            .await;
+            assert!(out.iter().all(Result::is_ok));
+        }
+    };
+    send("old".into()).await;
+    let old = received("old".into()).await;
+    // Until one is received in a later millisecond (bounded: the clock moves).
+    let mut new = old;
+    let mut sent = 1;
+    for attempt in 0..100 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        send(format!("new{attempt}")).await;
+        sent += 1;
+        new = received(format!("new{attempt}")).await;
+        if new > old {
+            break;
+        }
+    }
+    assert!(new > old, "the clock did not move");
+    // Everything but the last one was received before it.
+    let pruned = inbox.prune_as_of(new + 3_600_000).await.expect("prune");
+    assert_eq!((pruned.messages, pruned.reason), (sent - 1, "age"));
     assert_eq!(inbox.stats().await.expect("stats").messages, 1);
 }
 
