@@ -1076,7 +1076,11 @@ mod observe_tests {
                 }
                 Observation::Limit(l) => format!("limit {}", l.as_str()),
                 Observation::Content { size, sha256 } => {
-                    format!("content {size} {:02x}{:02x}", sha256[0], sha256[1])
+                    let h = sha256.unwrap_or_default();
+                    format!("content {size} {:02x}{:02x}", h[0], h[1])
+                }
+                Observation::MessageRefused { origin, .. } => {
+                    format!("message refused {}", origin.as_str())
                 }
                 Observation::Delivered { outcomes, .. } => {
                     format!("delivered {}", outcomes.len())

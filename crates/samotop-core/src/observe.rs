@@ -129,13 +129,22 @@ pub enum Observation<'a> {
     Tls(&'a TlsInfo),
     /// A TLS handshake failed (or timed out).
     TlsFailed(&'a str),
-    /// The content of a message has arrived whole: its size (octets, after unstuffing) and
-    /// its SHA-256. Never the content itself.
+    /// The content of a message has arrived whole: its size (octets, after unstuffing) and,
+    /// for an observer that [wants the detail](Observer::wants_commands), its SHA-256. Never
+    /// the content itself.
     Content {
         /// Octets.
         size: u64,
         /// SHA-256 of the content as received.
-        sha256: [u8; 32],
+        sha256: Option<[u8; 32]>,
+    },
+    /// A message whose content arrived was refused before any backend committed it (too
+    /// big, bare newlines, an end-of-data check, a backend write), with where that came from.
+    MessageRefused {
+        /// The refusal sent.
+        refusal: &'a Refusal,
+        /// Where it came from.
+        origin: Origin,
     },
     /// The backend committed a message: the envelope, one outcome per recipient, and how long
     /// the commit took (end of data to the backend's answer).
@@ -235,7 +244,8 @@ pub(crate) enum Note {
     Command(String),
     Refused(Refusal, Origin),
     Limit(Limit),
-    Content { size: u64, sha256: [u8; 32] },
+    Content { size: u64, sha256: Option<[u8; 32]> },
+    MessageRefused(Refusal, Origin),
 }
 
 impl Note {
@@ -251,6 +261,10 @@ impl Note {
             Note::Content { size, sha256 } => Observation::Content {
                 size: *size,
                 sha256: *sha256,
+            },
+            Note::MessageRefused(refusal, origin) => Observation::MessageRefused {
+                refusal,
+                origin: *origin,
             },
         }
     }

@@ -43,6 +43,10 @@ fn normalize(domain: &str) -> String {
 }
 
 impl Guard for AcceptDomains {
+    fn name(&self) -> &'static str {
+        "accept_domains"
+    }
+
     async fn rcpt(&self, info: &SessionInfo, _: &Envelope, recipient: &Recipient) -> Verdict {
         if self.accepts(info, &recipient.path) {
             Verdict::Accept
@@ -69,6 +73,10 @@ impl MessageRate {
 }
 
 impl Guard for MessageRate {
+    fn name(&self) -> &'static str {
+        "rate"
+    }
+
     async fn mail(&self, info: &SessionInfo, _: &Envelope) -> Verdict {
         let Some(ip) = info.peer.ip() else {
             return Verdict::Accept;

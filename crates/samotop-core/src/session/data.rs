@@ -392,10 +392,10 @@ impl Session {
     /// The data is complete (or failed): write what is left, then commit or refuse.
     fn end_of_data(&mut self) {
         self.message.ended = true;
-        if let Some(hasher) = self.message.hasher.take() {
+        if self.config.observe {
             let note = Note::Content {
                 size: self.message.size,
-                sha256: hasher.finalize().into(),
+                sha256: self.message.hasher.take().map(|h| h.finalize().into()),
             };
             self.notes.push_back(note);
         }
@@ -517,6 +517,10 @@ impl Session {
         }
         if let Some(origin) = origin {
             self.origin = origin;
+        }
+        if self.config.observe {
+            let note = Note::MessageRefused(failure.clone(), self.origin);
+            self.notes.push_back(note);
         }
         self.refuse(failure);
     }
