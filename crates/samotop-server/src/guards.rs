@@ -51,7 +51,7 @@ impl Guard for AcceptDomains {
         if self.accepts(info, &recipient.path) {
             Verdict::Accept
         } else {
-            log::info!("session {}: relay denied for <{}>", info.id, recipient.path);
+            log::debug!("session {}: relay denied for <{}>", info.id, recipient.path);
             Verdict::Reject(reply::RELAY_DENIED)
         }
     }
@@ -87,7 +87,7 @@ impl Guard for MessageRate {
         match self.limiter.check_key(&ip_key(ip)) {
             Ok(()) => Verdict::Accept,
             Err(_) => {
-                log::info!("session {}: rate limit reached for {ip}", info.id);
+                log::debug!("session {}: rate limit reached for {ip}", info.id);
                 Verdict::Reject(reply::RATE_LIMITED)
             }
         }

@@ -286,6 +286,7 @@ async fn handle<D: MailDispatch, G: Guard, C: DataCheck>(
     };
     let mut info = SessionInfo::new(peer, shared.name.clone());
     info.local = local;
+    info.listener = kind.as_str();
     match kind {
         Kind::Smtp => {
             shared.smtp.run(io, info).await;

@@ -77,6 +77,53 @@ pub struct Cli {
     #[arg(long, env = "SAMOTOP_QUARANTINE_FOLDER", value_name = "FOLDER")]
     pub quarantine_folder: Option<String>,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics (host:port, or a bare port for
+    /// 127.0.0.1); also on the --http listener when both are given.
+    #[arg(long, env = "SAMOTOP_METRICS", value_name = "ADDR")]
+    pub metrics: Option<String>,
+
+    /// Write one transcript per session (every command and reply, never message content)
+    /// into DIR.
+    #[arg(long, env = "SAMOTOP_TRANSCRIPT", value_name = "DIR")]
+    pub transcript: Option<PathBuf>,
+
+    /// Transcript files kept in --transcript DIR; the oldest go first.
+    #[arg(
+        long,
+        env = "SAMOTOP_TRANSCRIPT_MAX_FILES",
+        value_name = "N",
+        default_value_t = 10_000
+    )]
+    pub transcript_max_files: usize,
+
+    /// Bytes of transcripts kept in --transcript DIR; the oldest go first.
+    #[arg(
+        long,
+        env = "SAMOTOP_TRANSCRIPT_MAX_BYTES",
+        value_name = "N",
+        default_value_t = 1 << 30
+    )]
+    pub transcript_max_bytes: u64,
+
+    /// Bytes of one session's transcript; the rest of a longer session is left out.
+    #[arg(
+        long,
+        env = "SAMOTOP_TRANSCRIPT_MAX_SESSION_BYTES",
+        value_name = "N",
+        default_value_t = 256 * 1024
+    )]
+    pub transcript_max_session_bytes: usize,
+
+    /// Log format on standard error: text (for people) or json (one object per line, for
+    /// log shippers).
+    #[arg(
+        long,
+        env = "SAMOTOP_LOG_FORMAT",
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+
     /// Host name for the banner, the EHLO reply, the Received header and the authserv-id of
     /// Authentication-Results (default: this machine's host name).
     #[arg(long, env = "SAMOTOP_NAME", value_name = "NAME")]
@@ -383,6 +430,16 @@ impl FromStr for Deliver {
             ))
         }
     }
+}
+
+/// The `--log-format` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `[time LEVEL target] message`, for people.
+    Text,
+    /// One JSON object per line: ts, level, target, session (when the line is about one),
+    /// msg.
+    Json,
 }
 
 /// The `--maildir-layout` value.

@@ -317,8 +317,26 @@ impl Session {
         }
     }
 
-    /// Notes a refusal sent, with where it came from.
+    /// Notes a refusal sent, with where it came from (and logs it once: the reply, where,
+    /// and who refused).
     fn noted_refusal(&mut self, refusal: &Refusal) {
+        let by = refusal
+            .source()
+            .map(|s| format!(" by {s}"))
+            .unwrap_or_default();
+        if self.origin == Origin::Command {
+            log::debug!(
+                "session {}: refused at {}{by}: {refusal}",
+                self.info.id,
+                self.origin.as_str()
+            );
+        } else {
+            log::info!(
+                "session {}: refused at {}{by}: {refusal}",
+                self.info.id,
+                self.origin.as_str()
+            );
+        }
         if self.config.observe {
             self.notes
                 .push_back(Note::Refused(refusal.clone(), self.origin));
