@@ -12,6 +12,16 @@ pub use samotop_server::ListenAddr;
 #[derive(Debug, Parser)]
 #[command(name = "samotop", version, about, long_about = None)]
 pub struct Cli {
+    /// Read settings from this TOML file: keys are the long flag names, tables prefix them
+    /// (`[inbox] max-age = 3600`); SAMOTOP_* variables and flags override it.
+    #[arg(long, env = "SAMOTOP_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Check the configuration (flags, variables, --config file), print it with where each
+    /// value came from, and exit: 0 when it is good, 2 when not.
+    #[arg(long)]
+    pub check_config: bool,
+
     /// SMTP listener: host:port or unix:PATH (repeatable; default 127.0.0.1:2525 when no
     /// listener is given).
     #[arg(

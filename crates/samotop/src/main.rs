@@ -5,12 +5,12 @@
 //! backend, the guards, the limits and the listeners; the library does the rest.
 
 mod cli;
+mod config;
 
 use std::num::NonZeroU32;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
 use samotop_core::{BoxDispatch, Guards, Limits, Observers};
 use samotop_delivery::{
     Dialect, Endpoint, Layout, Maildir, Mapped, Null, Proxy, RecipientMap, Stdout,
@@ -21,7 +21,14 @@ use samotop_server::{AcceptDomains, MessageRate, Server, ServerLimits, Tls, TlsS
 use crate::cli::{Cli, Deliver, ListenAddr, LogFormat, MaildirLayout, seconds};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let (cli, effective) = match config::parse() {
+        Ok(parsed) => parsed,
+        Err(config::Failure::Usage(e)) => e.exit(),
+        Err(config::Failure::Config(e)) => {
+            eprintln!("samotop: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let mut logger =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
     logger.target(env_logger::Target::Stderr);
@@ -39,9 +46,13 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if cli.check_config {
+        print!("{}", effective.render());
+    }
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            let e = effective.locate(&e);
             log::error!("{e}");
             eprintln!("samotop: {e}");
             ExitCode::from(2)
@@ -75,6 +86,9 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
 
     let tls = tls_setup(&cli, &name)?;
+    if cli.check_config {
+        return check(&cli, &name);
+    }
     let inbox = match &cli.deliver {
         Deliver::Inbox(uri) => Some(open_inbox(&cli, uri).await?),
         _ => None,
@@ -314,30 +328,7 @@ fn endpoint(addr: &ListenAddr) -> Endpoint {
 async fn dispatch(cli: &Cli, name: &str) -> Result<BoxDispatch, String> {
     let inner = match &cli.deliver {
         Deliver::Maildir(dir) => {
-            let layout = match cli.maildir_layout {
-                MaildirLayout::Single => Layout::Single,
-                MaildirLayout::PerRecipient => Layout::PerRecipient,
-            };
-            if layout == Layout::PerRecipient
-                && cli.accept_domain.is_empty()
-                && cli.max_mailboxes.is_none()
-            {
-                return Err(
-                    "--maildir-layout per-recipient makes a mailbox for every address \
-                            it accepts: give --accept-domain (the domains it receives for) or \
-                            --max-mailboxes N"
-                        .into(),
-                );
-            }
-            let mut maildir = Maildir::new(dir.clone(), layout).fold_case(cli.maildir_fold_case);
-            if let Some(max) = cli.max_mailboxes {
-                maildir = maildir.max_mailboxes(max);
-            }
-            if let Some(folder) = &cli.quarantine_folder {
-                maildir = maildir
-                    .quarantine_folder(folder)
-                    .map_err(|e| format!("--quarantine-folder: {e}"))?;
-            }
+            let maildir = maildir(cli, dir)?;
             maildir.create_dirs().map_err(|e| e.to_string())?;
             BoxDispatch::new(maildir)
         }
@@ -352,6 +343,49 @@ async fn dispatch(cli: &Cli, name: &str) -> Result<BoxDispatch, String> {
         Deliver::Inbox(_) => return Err("the inbox is opened by open_inbox".into()),
     };
     mapped(cli, inner)
+}
+
+/// The Maildir the flags describe (its directories not made yet).
+fn maildir(cli: &Cli, dir: &std::path::Path) -> Result<Maildir, String> {
+    let layout = match cli.maildir_layout {
+        MaildirLayout::Single => Layout::Single,
+        MaildirLayout::PerRecipient => Layout::PerRecipient,
+    };
+    if layout == Layout::PerRecipient && cli.accept_domain.is_empty() && cli.max_mailboxes.is_none()
+    {
+        return Err(
+            "--maildir-layout per-recipient makes a mailbox for every address it \
+                    accepts: give --accept-domain (the domains it receives for) or \
+                    --max-mailboxes N"
+                .into(),
+        );
+    }
+    let mut maildir = Maildir::new(dir.to_path_buf(), layout).fold_case(cli.maildir_fold_case);
+    if let Some(max) = cli.max_mailboxes {
+        maildir = maildir.max_mailboxes(max);
+    }
+    if let Some(folder) = &cli.quarantine_folder {
+        maildir = maildir
+            .quarantine_folder(folder)
+            .map_err(|e| format!("--quarantine-folder: {e}"))?;
+    }
+    Ok(maildir)
+}
+
+/// `--check-config`: everything [`run`] would check before it makes a directory, opens a
+/// store or dials a server.
+fn check(cli: &Cli, name: &str) -> Result<(), String> {
+    seconds("banner-delay", cli.banner_delay)?;
+    if let Deliver::Maildir(dir) = &cli.deliver {
+        maildir(cli, dir)?;
+    }
+    if cli.http.is_some() && !matches!(cli.deliver, Deliver::Inbox(_)) {
+        return Err("--http needs --deliver sqlite:PATH or postgres://...".into());
+    }
+    mapped(cli, BoxDispatch::new(Null))?;
+    guards(cli, name)?;
+    eprintln!("samotop: the configuration is good");
+    Ok(())
 }
 
 /// `--map` around a dispatch.
