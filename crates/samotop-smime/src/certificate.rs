@@ -163,8 +163,7 @@ impl Certificate {
             source_name: source.clone(),
             reason,
         };
-        let der = if bytes.starts_with(b"-----") || bytes.windows(11).any(|w| w == b"-----BEGIN ")
-        {
+        let der = if bytes.starts_with(b"-----") || bytes.windows(11).any(|w| w == b"-----BEGIN ") {
             pem_certificate(bytes, &source)?
         } else {
             bytes.to_vec()
@@ -224,7 +223,10 @@ impl Certificate {
         }
 
         let issuer = tbs.issuer().to_der().map_err(|e| parse(e.to_string()))?;
-        let serial = tbs.serial_number().to_der().map_err(|e| parse(e.to_string()))?;
+        let serial = tbs
+            .serial_number()
+            .to_der()
+            .map_err(|e| parse(e.to_string()))?;
         let issuer_and_serial = asn1::constructed(asn1::TAG_SEQUENCE, &[&issuer, &serial]);
         let fingerprint: [u8; 32] = Sha256::digest(&der).into();
         Ok(Certificate {
@@ -264,10 +266,9 @@ impl Certificate {
             RecipientKey::Rsa { key, oaep: None } => {
                 format!("RSA {} PKCS#1 v1.5", key.size() * 8)
             }
-            RecipientKey::Rsa {
-                key,
-                oaep: Some(o),
-            } => format!("RSA {} OAEP {:?}", key.size() * 8, o.hash),
+            RecipientKey::Rsa { key, oaep: Some(o) } => {
+                format!("RSA {} OAEP {:?}", key.size() * 8, o.hash)
+            }
             RecipientKey::P256(_) => "EC P-256 ECDH".to_string(),
             RecipientKey::P384(_) => "EC P-384 ECDH".to_string(),
         }

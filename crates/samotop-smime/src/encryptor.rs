@@ -325,7 +325,10 @@ pub(crate) fn shared_info() -> Vec<u8> {
         asn1::TAG_SEQUENCE,
         &[
             &asn1::algorithm(&asn1::AES256_WRAP),
-            &asn1::tlv(context(2), &asn1::tlv(asn1::TAG_OCTET_STRING, &256u32.to_be_bytes())),
+            &asn1::tlv(
+                context(2),
+                &asn1::tlv(asn1::TAG_OCTET_STRING, &256u32.to_be_bytes()),
+            ),
         ],
     )
 }
