@@ -23,11 +23,13 @@ use crate::{Certificate, Error};
 /// (after recipient maps) and then its address as the client gave it.
 ///
 /// ```
-/// # let pem = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/rsa2048.pem"));
+/// # let escrow = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/rsa2048.pem"));
+/// # let alice = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/p256.pem"));
 /// # let now = std::time::SystemTime::now();
 /// use samotop_smime::{Certificate, Keys};
-/// let owner = Certificate::from_bytes(pem, "owner.pem", now)?;
-/// let keys = Keys::new().encrypt_to(owner.clone()).map("alice@example.org", owner);
+/// let escrow = Certificate::from_bytes(escrow, "escrow.pem", now)?;
+/// let alice = Certificate::from_bytes(alice, "alice.pem", now)?;
+/// let keys = Keys::new().encrypt_to(escrow).map("alice@example.org", alice);
 /// assert_eq!(keys.for_address("Alice@Example.org").map(|c| c.len()), Some(2));
 /// assert!(keys.for_address("bob@example.org").is_none()); // not in the map: missing
 /// # Ok::<(), samotop_smime::Error>(())

@@ -364,8 +364,10 @@ fn the_inner_envelope_declares_no_8bit_body() {
     use samotop_core::parser::{Body, MailParams, ReversePath};
     let backend = Capture::default();
     let enc = Encrypt::new(backend.clone(), Keys::new().encrypt_to(owned("rsa2048")));
-    let mut params = MailParams::default();
-    params.body = Some(Body::BinaryMime);
+    let params = MailParams {
+        body: Some(Body::BinaryMime),
+        ..MailParams::default()
+    };
     let env = samotop_core::Envelope::new(ReversePath::Null, params, "T2".into());
     let rt = tokio();
     let _tx = rt.block_on(enc.open(&info(), &env)).expect("open");
