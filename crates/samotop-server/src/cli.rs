@@ -226,6 +226,10 @@ pub struct Cli {
     /// Store messages with bare CR or LF as they are instead of refusing them (550 5.6.0).
     #[arg(long, env = "SAMOTOP_ACCEPT_BARE_NEWLINES")]
     pub accept_bare_newlines: bool,
+
+    /// Encryption at rest (S/MIME): `--encrypt-to` and its companions.
+    #[command(flatten)]
+    pub encrypt: crate::encrypt::EncryptArgs,
 }
 
 /// A listener address.

@@ -2,6 +2,7 @@
 //! a smarthost or stdout. See `samotop --help` and DESIGN.md for the command line.
 
 mod cli;
+mod encrypt;
 mod guards;
 mod limits;
 mod listen;
@@ -202,6 +203,7 @@ fn dispatch(cli: &Cli) -> Result<BoxDispatch, String> {
         Deliver::Stdout => BoxDispatch::new(Stdout),
         Deliver::Null => BoxDispatch::new(Null),
     };
+    let inner = encrypt::wrap(&cli.encrypt, inner)?;
     if cli.map.is_empty() {
         return Ok(inner);
     }
