@@ -249,7 +249,9 @@ pub fn fields(head: &[u8]) -> impl Iterator<Item = Field<'_>> {
 }
 
 fn field_name(raw: &[u8]) -> Option<&[u8]> {
-    let colon = memchr(b':', raw)?;
+    // The name and its colon are on the field's first line.
+    let first = &raw[..memchr(b'\n', raw).unwrap_or(raw.len())];
+    let colon = memchr(b':', first)?;
     let name = &raw[..colon];
     // Some senders put spaces before the colon (obsolete syntax, RFC 5322 4.5.8).
     let name = name.trim_ascii_end();
@@ -365,7 +367,7 @@ mod tests {
 
     #[test]
     fn fields_keep_their_continuation_lines() {
-        let head = b" stray\r\nSubject: a\r\n b\r\nNo colon here\r\nX : y\n\tz\nBad Name: v\r\n";
+        let head = b" stray\r\nSubject: a\r\n b\r\nNo colon here\r\nX : y\n\tz\nBad Name: v\r\nFrom\n :x\n";
         let got: Vec<_> = fields(head)
             .map(|f| {
                 (
@@ -382,6 +384,7 @@ mod tests {
                 (None, &b"No colon here\r\n"[..]),
                 (Some("X".into()), &b"X : y\n\tz\n"[..]),
                 (None, &b"Bad Name: v\r\n"[..]),
+                (None, &b"From\n :x\n"[..]), // fuzz: the colon must be on the first line
             ]
         );
     }
