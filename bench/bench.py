@@ -769,12 +769,16 @@ def main():
                     extras["idle"][name] = idle_memory(name, base, samotop, n)
                 except Exception as e:  # noqa: BLE001
                     log("idle %s failed: %s" % (name, e))
+    if env_int("BENCH_SMIME", 1):  # encryption at rest: bench/smime.py
+        import smime
+        extras["smime"] = smime.run(sys.modules[__name__], base, samotop, rounds, seconds)
     ds = env_float("BENCH_DISK_SECONDS", 2)
     if ds > 0:
         log("disk rate")
         extras["disk"] = disk_rate(base, ds)
     info["load_end"] = "%.1f/%.1f/%.1f" % os.getloadavg()
     text = report(info, results, cases, names, extras)
+    text += __import__("smime").report(extras["smime"]) if "smime" in extras else ""
     print(text)
     out = os.environ.get("BENCH_OUT")
     if out:
