@@ -2,8 +2,8 @@
 """Encryption at rest in the side-by-side benchmark (issue #17), called from bench/bench.py.
 
 Durable Maildir, 32 sessions, 10 KiB and 1 MiB messages, three servers in one interleaved run:
-  samotop-maildir   samotop --deliver maildir:DIR                       (encryption off)
-  samotop-smime     samotop --deliver maildir:DIR --encrypt-to CERT    (on: RSA-2048)
+  smime-off         samotop --deliver maildir:DIR                       (encryption off)
+  smime-on          samotop --deliver maildir:DIR --encrypt-to CERT    (on: RSA-2048)
   openssl-pipe      what Samotop 0.12 did: an aiosmtpd receiver that pipes each message
                     through `openssl smime -encrypt -aes256 CERT` and stores the output
                     durably like samotop's Maildir (tmp/, fsync, rename, fsync new/)
@@ -32,7 +32,7 @@ CASE_TEXT = {
     "smime-1m-s32": "1 MiB, 32 sessions, durable Maildir",
 }
 WARMUP = {"smime-10k-s32": 600, "smime-1m-s32": 64}
-SERVERS = ["samotop-maildir", "samotop-smime", "openssl-pipe"]
+SERVERS = ["smime-off", "smime-on", "openssl-pipe"]
 # (case, on/off target, on/openssl-pipe target)
 TARGETS = {"smime-10k-s32": (0.7, 5.0), "smime-1m-s32": (0.5, 5.0)}
 
@@ -47,9 +47,9 @@ def make_cert(base):
 
 
 def start(bench, name, base, samotop, cert):
-    if name == "samotop-maildir":
+    if name == "smime-off":
         return bench.Samotop(name, base, samotop, "maildir")
-    if name == "samotop-smime":
+    if name == "smime-on":
         return bench.Samotop(name, base, samotop, "maildir", extra=["--encrypt-to", cert])
     if name == "openssl-pipe":
         s = bench.Server(name, base)

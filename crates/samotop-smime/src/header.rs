@@ -164,8 +164,11 @@ impl HeadBuffer {
         self.buf.is_empty()
     }
 
-    /// Everything gathered; the buffer is empty afterwards (and stays decided).
+    /// Everything gathered; the buffer is empty afterwards, and stays decided with no
+    /// header section ([`head`](HeadBuffer::head) is `None`).
     pub fn take(&mut self) -> Vec<u8> {
+        self.state = State::TooLong;
+        self.scanned = 0;
         std::mem::take(&mut self.buf)
     }
 
@@ -355,6 +358,17 @@ mod tests {
         h.push(b"\r\n\r\n");
         assert!(h.head().is_none());
         assert_eq!(h.take(), b"Subject: 0123456789\r\n\r\n");
+    }
+
+    #[test]
+    fn after_take_there_is_no_head() {
+        let mut h = HeadBuffer::new(100);
+        h.push(b"A: b\r\n\r\nbody");
+        assert!(h.head().is_some());
+        assert_eq!(h.take().len(), 12);
+        assert!(h.is_decided() && h.head().is_none() && h.is_empty());
+        h.push(b"more");
+        assert!(h.head().is_none());
     }
 
     #[test]
