@@ -1,11 +1,11 @@
 //! The command line (DESIGN.md, "The `samotop` command line"). Every flag also reads from
 //! `SAMOTOP_<FLAG>`.
 
-use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
 use clap::Parser;
+pub use samotop_server::ListenAddr;
 
 /// Receive mail over SMTP/LMTP and hand it, durably, to a Maildir, Dovecot, a smarthost or
 /// stdout.
@@ -63,14 +63,24 @@ pub struct Cli {
     )]
     pub maildir_layout: MaildirLayout,
 
-    /// Host name for the banner, the EHLO reply and the Received header.
-    #[arg(
-        long,
-        env = "SAMOTOP_NAME",
-        value_name = "NAME",
-        default_value = "localhost"
-    )]
-    pub name: String,
+    /// Per-recipient layout: lower-case local parts too (John@x and john@x share a mailbox).
+    #[arg(long, env = "SAMOTOP_MAILDIR_FOLD_CASE")]
+    pub maildir_fold_case: bool,
+
+    /// Per-recipient layout: at most N mailboxes (a new one past it: 452 4.3.1). The
+    /// per-recipient layout needs this or --accept-domain.
+    #[arg(long, env = "SAMOTOP_MAX_MAILBOXES", value_name = "N")]
+    pub max_mailboxes: Option<usize>,
+
+    /// Maildir++ folder (e.g. .Junk) for messages a check quarantines (DMARC p=quarantine
+    /// under --dmarc enforce); default: the inbox.
+    #[arg(long, env = "SAMOTOP_QUARANTINE_FOLDER", value_name = "FOLDER")]
+    pub quarantine_folder: Option<String>,
+
+    /// Host name for the banner, the EHLO reply, the Received header and the authserv-id of
+    /// Authentication-Results (default: this machine's host name).
+    #[arg(long, env = "SAMOTOP_NAME", value_name = "NAME")]
+    pub name: Option<String>,
 
     /// TLS certificate chain (PEM); enables STARTTLS and --smtps; reloaded on SIGHUP.
     #[arg(
@@ -160,14 +170,46 @@ pub struct Cli {
     )]
     pub max_connections: usize,
 
-    /// Connections at once from one IP (IPv6 counted per /64); 0 = no per-IP limit.
+    /// Connections at once from one IP (IPv6 counted per /64); more get 421 4.7.0; 0 = no
+    /// per-IP limit.
     #[arg(
         long,
         env = "SAMOTOP_MAX_CONNECTIONS_PER_IP",
         value_name = "N",
-        default_value_t = 0
+        default_value_t = 20
     )]
     pub max_connections_per_ip: usize,
+
+    /// Networks the per-IP connection limit does not count (repeatable CIDR; default
+    /// loopback, 127.0.0.0/8 and ::1/128).
+    #[arg(
+        long = "per-ip-limit-exempt",
+        env = "SAMOTOP_PER_IP_LIMIT_EXEMPT",
+        value_name = "CIDR",
+        value_delimiter = ',',
+        default_values_t = samotop_server::loopback()
+    )]
+    pub per_ip_limit_exempt: Vec<ipnet::IpNet>,
+
+    /// Messages (transactions) in one session; MAIL after that gets 421 4.7.0 and the
+    /// client reconnects.
+    #[arg(
+        long,
+        env = "SAMOTOP_MAX_MESSAGES_PER_SESSION",
+        value_name = "N",
+        default_value_t = 1000
+    )]
+    pub max_messages_per_session: usize,
+
+    /// Recipients refused by policy or the backend in one session before 421 4.7.0 and
+    /// close (a dictionary attack).
+    #[arg(
+        long,
+        env = "SAMOTOP_MAX_REJECTED_RECIPIENTS",
+        value_name = "N",
+        default_value_t = 20
+    )]
+    pub max_rejected_recipients: usize,
 
     /// Transactions per minute from one IP (IPv6 per /64); 0 = no rate limit.
     #[arg(
@@ -214,6 +256,34 @@ pub struct Cli {
     )]
     pub data_timeout: f64,
 
+    /// Seconds for each answer of a guard, check or backend (a hung disk, a slow DNS or
+    /// webhook); over it 451 4.4.1.
+    #[arg(
+        long,
+        env = "SAMOTOP_BACKEND_TIMEOUT",
+        value_name = "S",
+        default_value_t = 120.0
+    )]
+    pub backend_timeout: f64,
+
+    /// Seconds for a whole TLS handshake (STARTTLS and --smtps).
+    #[arg(
+        long,
+        env = "SAMOTOP_HANDSHAKE_TIMEOUT",
+        value_name = "S",
+        default_value_t = 30.0
+    )]
+    pub handshake_timeout: f64,
+
+    /// Seconds a trusted proxy has to send its PROXY header.
+    #[arg(
+        long,
+        env = "SAMOTOP_PROXY_HEADER_TIMEOUT",
+        value_name = "S",
+        default_value_t = 10.0
+    )]
+    pub proxy_header_timeout: f64,
+
     /// Seconds that sessions in flight get to finish after SIGTERM/SIGINT.
     #[arg(
         long,
@@ -230,42 +300,6 @@ pub struct Cli {
     /// Encryption at rest (S/MIME): `--encrypt-to` and its companions.
     #[command(flatten)]
     pub encrypt: crate::encrypt::EncryptArgs,
-}
-
-/// A listener address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ListenAddr {
-    /// `host:port`.
-    Tcp(String),
-    /// `unix:PATH`.
-    Unix(PathBuf),
-}
-
-impl FromStr for ListenAddr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        if let Some(path) = s.strip_prefix("unix:") {
-            if path.is_empty() {
-                return Err("unix: needs a path, e.g. unix:/run/samotop.sock".into());
-            }
-            return Ok(ListenAddr::Unix(PathBuf::from(path)));
-        }
-        match s.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
-                Ok(ListenAddr::Tcp(s.to_string()))
-            }
-            _ => Err(format!("'{s}' is not host:port or unix:PATH")),
-        }
-    }
-}
-
-impl fmt::Display for ListenAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ListenAddr::Tcp(a) => f.write_str(a),
-            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
-        }
-    }
 }
 
 /// The `--deliver` URI.
@@ -339,6 +373,15 @@ mod tests {
         assert_eq!("unix:/x".parse(), Ok(ListenAddr::Unix("/x".into())));
         assert!("25".parse::<ListenAddr>().is_err());
         assert!("host:port".parse::<ListenAddr>().is_err());
+    }
+
+    #[test]
+    fn defaults_keep_every_limit_on() {
+        let cli = Cli::try_parse_from(["samotop"]).expect("parses");
+        assert_eq!(cli.max_connections_per_ip, 20);
+        assert_eq!(cli.per_ip_limit_exempt, samotop_server::loopback());
+        assert_eq!(cli.max_messages_per_session, 1000);
+        assert_eq!(cli.name, None);
     }
 
     #[test]
