@@ -98,7 +98,7 @@ def report(data):
                 lines.append("| %s | %s | failed | |" % (CASE_TEXT[case], s))
     lines += ["", "| target | want | got | |", "| --- | ---: | ---: | --- |"]
     for case in cases:
-        on, off, pipe = ("%s %s" % (s, case) for s in SERVERS)
+        off, on, pipe = ("%s %s" % (s, case) for s in SERVERS)
         want_off, want_pipe = TARGETS[case]
         for label, a, b, want in [("on ÷ off", on, off, want_off), ("on ÷ openssl-pipe", on, pipe, want_pipe)]:
             if a in med and b in med:
