@@ -20,7 +20,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut out = Vec::new();
             enc.finish(&mut out);
         }
-        println!("{name}: {:.0} µs per message (key set-up)", t.elapsed().as_secs_f64() * 1e6 / n as f64);
+        println!(
+            "{name}: {:.0} µs per message (key set-up)",
+            t.elapsed().as_secs_f64() * 1e6 / n as f64
+        );
     }
     let pem = std::fs::read(format!("{dir}/rsa2048.pem"))?;
     let cert = Arc::new(Certificate::from_bytes(&pem, "rsa2048", SystemTime::now())?);
@@ -52,7 +55,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             cipher.encrypt_blocks(blocks);
         }
         let mb = (rounds * buf.len()) as f64 / 1e6;
-        println!("AES-256 blocks in parallel: {:.0} MB/s", mb / t.elapsed().as_secs_f64());
+        println!(
+            "AES-256 blocks in parallel: {:.0} MB/s",
+            mb / t.elapsed().as_secs_f64()
+        );
     }
     Ok(())
 }

@@ -19,9 +19,7 @@
 
 use std::sync::Arc;
 
-use aes::Aes256;
-use aes::cipher::array::Array;
-use aes::cipher::{BlockModeEncrypt, KeyInit, KeyIvInit};
+use aes::cipher::KeyInit;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use p256::elliptic_curve::Generate as _;
@@ -30,6 +28,7 @@ use sha2::Digest;
 
 use crate::Error;
 use crate::asn1::{self, context};
+use crate::cbc256::Cbc256;
 use crate::certificate::{Certificate, Hash, Oaep, RecipientKey};
 
 /// Bytes of BER per base64 line: 57 bytes make 76 characters (RFC 2045 6.8).
@@ -63,7 +62,7 @@ pub enum Output {
 /// # Ok::<(), samotop_smime::Error>(())
 /// ```
 pub struct Encryptor {
-    cbc: cbc::Encryptor<Aes256>,
+    cbc: Cbc256,
     output: Output,
     /// Plaintext short of a whole block.
     pending: Vec<u8>,
@@ -71,6 +70,8 @@ pub struct Encryptor {
     scratch: Vec<u8>,
     /// BER not yet base64-encoded (less than a line's worth between calls).
     ber: Vec<u8>,
+    /// Scratch for the base64 text of one update.
+    text: Vec<u8>,
     finished: bool,
     plain_len: u64,
 }
@@ -125,7 +126,7 @@ impl Encryptor {
         ));
         ber.extend_from_slice(&[context(0), 0x80]);
 
-        let cbc = cbc::Encryptor::<Aes256>::new(&cek.into(), &iv.into());
+        let cbc = Cbc256::new(&cek, &iv);
         cek.fill(0);
         Ok(Encryptor {
             cbc,
@@ -133,6 +134,7 @@ impl Encryptor {
             pending: Vec::with_capacity(16),
             scratch: Vec::new(),
             ber,
+            text: Vec::new(),
             finished: false,
             plain_len: 0,
         })
@@ -188,9 +190,8 @@ impl Encryptor {
 
     /// Encrypts the whole blocks in `scratch` and appends them as one OCTET STRING segment.
     fn encrypt_scratch(&mut self) {
-        let (blocks, rest) = Array::slice_as_chunks_mut(&mut self.scratch);
-        debug_assert!(rest.is_empty());
-        self.cbc.encrypt_blocks(blocks);
+        debug_assert!(self.scratch.len().is_multiple_of(16));
+        self.cbc.encrypt(&mut self.scratch);
         self.ber.push(asn1::TAG_OCTET_STRING);
         asn1::push_len(&mut self.ber, self.scratch.len());
         self.ber.extend_from_slice(&self.scratch);
@@ -204,12 +205,13 @@ impl Encryptor {
             }
             Output::Base64 => {
                 let lines = self.ber.len() / LINE_BYTES;
+                // One encoding call for every whole line (57 bytes make exactly 76
+                // characters), then the lines are copied out with their CR LF.
+                self.text.resize(lines * 76, 0);
+                let _ = BASE64.encode_slice(&self.ber[..lines * LINE_BYTES], &mut self.text);
                 out.reserve(lines * 78 + 80);
-                for line in self.ber[..lines * LINE_BYTES].chunks_exact(LINE_BYTES) {
-                    let start = out.len();
-                    out.resize(start + 76, 0);
-                    // 57 bytes always make exactly 76 characters.
-                    let _ = BASE64.encode_slice(line, &mut out[start..]);
+                for line in self.text.chunks_exact(76) {
+                    out.extend_from_slice(line);
                     out.extend_from_slice(b"\r\n");
                 }
                 self.ber.drain(..lines * LINE_BYTES);

@@ -80,6 +80,10 @@ pub enum Error {
     /// The system's random number generator failed.
     #[error("random number generator failed: {0}")]
     Random(String),
+    /// The blocking task that makes a message's keys did not finish (it panicked or the
+    /// runtime is shutting down).
+    #[error("key set-up task failed: {0}")]
+    Task(String),
     /// Encrypting the content key to a recipient failed.
     #[error("cannot encrypt the content key to {subject}: {reason}")]
     KeyEncryption {

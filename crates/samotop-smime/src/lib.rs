@@ -101,6 +101,7 @@
 #![deny(missing_docs)]
 
 mod asn1;
+mod cbc256;
 mod certificate;
 mod dispatch;
 mod encryptor;
