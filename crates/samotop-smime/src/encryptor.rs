@@ -66,8 +66,6 @@ pub struct Encryptor {
     output: Output,
     /// Plaintext short of a whole block.
     pending: Vec<u8>,
-    /// Scratch for the blocks of one update.
-    scratch: Vec<u8>,
     /// BER not yet base64-encoded (less than a line's worth between calls).
     ber: Vec<u8>,
     /// Scratch for the base64 text of one update.
@@ -132,7 +130,6 @@ impl Encryptor {
             cbc,
             output,
             pending: Vec::with_capacity(16),
-            scratch: Vec::new(),
             ber,
             text: Vec::new(),
             finished: false,
@@ -159,12 +156,15 @@ impl Encryptor {
             return;
         }
         let from_plain = whole - self.pending.len();
-        self.scratch.clear();
-        self.scratch.extend_from_slice(&self.pending);
-        self.scratch.extend_from_slice(&plain[..from_plain]);
+        // The segment goes straight into the BER buffer and is encrypted there.
+        self.ber.push(asn1::TAG_OCTET_STRING);
+        asn1::push_len(&mut self.ber, whole);
+        let start = self.ber.len();
+        self.ber.extend_from_slice(&self.pending);
+        self.ber.extend_from_slice(&plain[..from_plain]);
+        self.cbc.encrypt(&mut self.ber[start..]);
         self.pending.clear();
         self.pending.extend_from_slice(&plain[from_plain..]);
-        self.encrypt_scratch();
         self.emit(out, false);
     }
 
@@ -176,25 +176,19 @@ impl Encryptor {
         }
         self.finished = true;
         let pad = 16 - self.pending.len() % 16;
-        self.scratch.clear();
-        self.scratch.extend_from_slice(&self.pending);
-        self.scratch.extend(std::iter::repeat_n(pad as u8, pad));
+        self.ber.push(asn1::TAG_OCTET_STRING);
+        asn1::push_len(&mut self.ber, self.pending.len() + pad);
+        let start = self.ber.len();
+        self.ber.extend_from_slice(&self.pending);
+        self.ber.extend(std::iter::repeat_n(pad as u8, pad));
+        self.pending.fill(0);
         self.pending.clear();
-        self.encrypt_scratch();
+        self.cbc.encrypt(&mut self.ber[start..]);
         // [0] encryptedContent, EncryptedContentInfo, EnvelopedData, [0] content, ContentInfo.
         for _ in 0..5 {
             self.ber.extend_from_slice(&asn1::END_OF_CONTENTS);
         }
         self.emit(out, true);
-    }
-
-    /// Encrypts the whole blocks in `scratch` and appends them as one OCTET STRING segment.
-    fn encrypt_scratch(&mut self) {
-        debug_assert!(self.scratch.len().is_multiple_of(16));
-        self.cbc.encrypt(&mut self.scratch);
-        self.ber.push(asn1::TAG_OCTET_STRING);
-        asn1::push_len(&mut self.ber, self.scratch.len());
-        self.ber.extend_from_slice(&self.scratch);
     }
 
     fn emit(&mut self, out: &mut Vec<u8>, last: bool) {
@@ -230,7 +224,6 @@ impl Encryptor {
 impl Drop for Encryptor {
     fn drop(&mut self) {
         self.pending.fill(0);
-        self.scratch.fill(0);
     }
 }
 
