@@ -784,6 +784,9 @@ def main():
                     extras["idle"][name] = idle_memory(name, base, samotop, n)
                 except Exception as e:  # noqa: BLE001
                     log("idle %s failed: %s" % (name, e))
+    if env_int("BENCH_SMIME", 1):  # encryption at rest: bench/smime.py
+        import smime
+        extras["smime"] = smime.run(sys.modules[__name__], base, samotop, rounds, seconds)
     ds = env_float("BENCH_DISK_SECONDS", 2)
     if ds > 0:
         log("disk rate")
@@ -794,6 +797,7 @@ def main():
         import inbox  # bench/inbox.py: durable SQL delivery and reads over 100 000 messages
 
         text += "\n" + inbox.report(inbox.run(samotop))
+    text += __import__("smime").report(extras["smime"]) if "smime" in extras else ""
     print(text)
     out = os.environ.get("BENCH_OUT")
     if out:

@@ -394,6 +394,10 @@ pub struct Cli {
         default_value_t = 0
     )]
     pub inbox_max_bytes: u64,
+
+    /// Encryption at rest (S/MIME): `--encrypt-to` and its companions.
+    #[command(flatten)]
+    pub encrypt: crate::encrypt::EncryptArgs,
 }
 
 /// The `--deliver` URI.

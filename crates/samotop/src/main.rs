@@ -6,6 +6,7 @@
 
 mod cli;
 mod config;
+mod encrypt;
 
 use std::num::NonZeroU32;
 use std::process::ExitCode;
@@ -81,6 +82,13 @@ async fn run(cli: Cli) -> Result<(), String> {
         proxy_header_timeout: seconds("proxy-header-timeout", cli.proxy_header_timeout)?,
         shutdown_grace: seconds("shutdown-grace", cli.shutdown_grace)?,
     };
+    if matches!(cli.deliver, Deliver::Inbox(_)) && cli.encrypt.is_set() {
+        return Err(
+            "--encrypt-to and --encrypt-map encrypt Maildir, LMTP and SMTP delivery; \
+                    the inbox keeps messages readable to show them"
+                .into(),
+        );
+    }
     if cli.stdio && cli.deliver == Deliver::Stdout {
         return Err("--stdio and --deliver stdout both want standard output".into());
     }
@@ -342,6 +350,7 @@ async fn dispatch(cli: &Cli, name: &str) -> Result<BoxDispatch, String> {
         Deliver::Null => BoxDispatch::new(Null),
         Deliver::Inbox(_) => return Err("the inbox is opened by open_inbox".into()),
     };
+    let inner = encrypt::wrap(&cli.encrypt, inner)?;
     mapped(cli, inner)
 }
 
@@ -383,6 +392,7 @@ fn check(cli: &Cli, name: &str) -> Result<(), String> {
         return Err("--http needs --deliver sqlite:PATH or postgres://...".into());
     }
     mapped(cli, BoxDispatch::new(Null))?;
+    encrypt::check(&cli.encrypt)?;
     guards(cli, name)?;
     eprintln!("samotop: the configuration is good");
     Ok(())
