@@ -73,3 +73,9 @@ mod client;
 mod proxy;
 pub use client::{Client, Dialect, Endpoint, Timeouts};
 pub use proxy::{Proxy, ProxyTransaction};
+
+// Owned by the trigger work: the generic combinators.
+mod route;
+mod tee;
+pub use route::{Pattern, PatternError, Route, RouteTransaction};
+pub use tee::{Tee, TeeTransaction};
