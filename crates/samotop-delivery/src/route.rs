@@ -180,7 +180,10 @@ impl<D: MailDispatch> Route<D> {
         Route {
             targets: Arc::new(vec![Arc::new(default)]),
             rules: Arc::new(Vec::new()),
-            delivered: Arc::new(Delivered::new(Delivered::DEFAULT_TTL, Delivered::DEFAULT_MAX)),
+            delivered: Arc::new(Delivered::new(
+                Delivered::DEFAULT_TTL,
+                Delivered::DEFAULT_MAX,
+            )),
         }
     }
 
@@ -328,7 +331,12 @@ impl<D: MailDispatch> Transaction for RouteTransaction<D> {
                 .zip(&per_child)
                 .enumerate()
                 .filter_map(|(t, (c, o))| c.as_ref().map(|c| (t, (c, o))));
-            remember_successes(&self.delivered, self.envelope.digest, &self.recipients, children);
+            remember_successes(
+                &self.delivered,
+                self.envelope.digest,
+                &self.recipients,
+                children,
+            );
         }
         outcomes
     }

@@ -244,7 +244,9 @@ impl<T: Transaction> Child<T> {
 
 /// The outcome of several: `Ok` when all are; else the first transient refusal, else the
 /// first permanent one.
-pub(crate) fn combine(outcomes: impl IntoIterator<Item = Result<(), Refusal>>) -> Result<(), Refusal> {
+pub(crate) fn combine(
+    outcomes: impl IntoIterator<Item = Result<(), Refusal>>,
+) -> Result<(), Refusal> {
     let mut permanent = None;
     for outcome in outcomes {
         match outcome {

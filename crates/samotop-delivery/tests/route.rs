@@ -5,18 +5,21 @@
 use std::sync::{Arc, Mutex};
 
 use samotop_core::{
-    BoxDispatch, Capabilities, Driver, Envelope, MailDispatch, Outcomes, Peer, Protocol,
-    Recipient, Refusal, SessionConfig, SessionInfo, Transaction, reply,
+    BoxDispatch, Capabilities, Driver, Envelope, MailDispatch, Outcomes, Peer, Protocol, Recipient,
+    Refusal, SessionConfig, SessionInfo, Transaction, reply,
 };
 use samotop_delivery::{Pattern, Route, Tee};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Every stored message: (recipients, data).
+type Stored = Vec<(Vec<String>, Vec<u8>)>;
 
 /// A backend that records what it stored and can be told to fail.
 #[derive(Clone, Default)]
 struct Store {
     name: &'static str,
     /// Every stored message: (recipients, data).
-    stored: Arc<Mutex<Vec<(Vec<String>, Vec<u8>)>>>,
+    stored: Arc<Mutex<Stored>>,
     /// Fail the commit of the next N messages with 451.
     fail_next: Arc<Mutex<usize>>,
     /// Refuse these recipients at RCPT with 550.
@@ -32,7 +35,7 @@ impl Store {
             ..Store::default()
         }
     }
-    fn messages(&self) -> Vec<(Vec<String>, Vec<u8>)> {
+    fn messages(&self) -> Stored {
         self.stored.lock().expect("lock").clone()
     }
     fn fail(&self, n: usize) {
@@ -151,15 +154,23 @@ async fn each_route_gets_the_message_once_for_its_recipients() {
     assert_eq!(codes, [250, 250, 250, 250, 250, 250, 250, 354, 250, 221]);
     let h = hook.messages();
     assert_eq!(h.len(), 1);
-    assert_eq!(h[0].0, ["alerts+env=prod@example.org", "alerts+x@example.org"]);
+    assert_eq!(
+        h[0].0,
+        ["alerts+env=prod@example.org", "alerts+x@example.org"]
+    );
     assert!(h[0].1.ends_with(b"Subject: t\r\n\r\nbody\r\n"));
     assert_eq!(cmd.messages().len(), 1);
     assert_eq!(cmd.messages()[0].0, ["run-a@example.org"]);
-    assert_eq!(maildir.messages()[0].0, ["bob@example.org", "carol@example.org"]);
+    assert_eq!(
+        maildir.messages()[0].0,
+        ["bob@example.org", "carol@example.org"]
+    );
     // A target without recipients was never opened.
     let idle = Store::new("idle");
-    let route = Route::new(BoxDispatch::new(maildir.clone()))
-        .route(Pattern::parse("nobody@x").expect("p"), BoxDispatch::new(idle.clone()));
+    let route = Route::new(BoxDispatch::new(maildir.clone())).route(
+        Pattern::parse("nobody@x").expect("p"),
+        BoxDispatch::new(idle.clone()),
+    );
     session(route, Protocol::Smtp, &script("EHLO", &["bob@example.org"])).await;
     assert_eq!(*idle.opened.lock().expect("lock"), 0);
 }
@@ -168,19 +179,44 @@ async fn each_route_gets_the_message_once_for_its_recipients() {
 async fn smtp_mixed_outcome_is_451_and_the_retry_delivers_exactly_once_more() {
     let (hook, cmd, maildir) = (Store::new("hook"), Store::new("cmd"), Store::new("maildir"));
     let route = Arc::new(routes(&hook, &cmd, &maildir));
-    let rcpts = ["alerts+a@example.org", "bob@example.org", "run-1@example.org"];
+    let rcpts = [
+        "alerts+a@example.org",
+        "bob@example.org",
+        "run-1@example.org",
+    ];
     hook.fail(1);
     let codes = session(route.clone(), Protocol::Smtp, &script("EHLO", &rcpts)).await;
     assert_eq!(codes[codes.len() - 2], 451, "{codes:?}");
-    assert_eq!((hook.messages().len(), maildir.messages().len(), cmd.messages().len()), (0, 1, 1));
+    assert_eq!(
+        (
+            hook.messages().len(),
+            maildir.messages().len(),
+            cmd.messages().len()
+        ),
+        (0, 1, 1)
+    );
     // The client retries the same message: only the webhook gets it now.
     let codes = session(route.clone(), Protocol::Smtp, &script("EHLO", &rcpts)).await;
     assert_eq!(codes[codes.len() - 2], 250, "{codes:?}");
-    assert_eq!((hook.messages().len(), maildir.messages().len(), cmd.messages().len()), (1, 1, 1));
+    assert_eq!(
+        (
+            hook.messages().len(),
+            maildir.messages().len(),
+            cmd.messages().len()
+        ),
+        (1, 1, 1)
+    );
     // A new message (another header section) is not a retry.
     let other = script("EHLO", &rcpts).replace("Subject: t", "Subject: u");
     session(route.clone(), Protocol::Smtp, &other).await;
-    assert_eq!((hook.messages().len(), maildir.messages().len(), cmd.messages().len()), (2, 2, 2));
+    assert_eq!(
+        (
+            hook.messages().len(),
+            maildir.messages().len(),
+            cmd.messages().len()
+        ),
+        (2, 2, 2)
+    );
 }
 
 #[tokio::test]
@@ -188,7 +224,11 @@ async fn lmtp_answers_each_recipient_by_its_route() {
     let (hook, cmd, maildir) = (Store::new("hook"), Store::new("cmd"), Store::new("maildir"));
     let route = routes(&hook, &cmd, &maildir);
     hook.fail(1);
-    let rcpts = ["alerts+a@example.org", "bob@example.org", "alerts+b@example.org"];
+    let rcpts = [
+        "alerts+a@example.org",
+        "bob@example.org",
+        "alerts+b@example.org",
+    ];
     let codes = session(route, Protocol::Lmtp, &script("LHLO", &rcpts)).await;
     // LHLO, MAIL, 3 RCPT, 354, one reply per recipient in RCPT order, QUIT.
     assert_eq!(codes, [250, 250, 250, 250, 250, 354, 451, 250, 451, 221]);
@@ -214,7 +254,12 @@ async fn a_refusal_at_rcpt_comes_from_the_recipients_route() {
 async fn tee_stores_in_all_or_answers_4xx_and_the_retry_skips_who_has_it() {
     let (a, b) = (Store::new("maildir"), Store::new("hook"));
     let tee = Arc::new(Tee::new(vec![a.clone(), b.clone()]));
-    let codes = session(tee.clone(), Protocol::Smtp, &script("EHLO", &["x@example.org"])).await;
+    let codes = session(
+        tee.clone(),
+        Protocol::Smtp,
+        &script("EHLO", &["x@example.org"]),
+    )
+    .await;
     assert_eq!(codes, [250, 250, 250, 354, 250, 221]);
     assert_eq!((a.messages().len(), b.messages().len()), (1, 1));
     b.fail(1);
@@ -224,7 +269,11 @@ async fn tee_stores_in_all_or_answers_4xx_and_the_retry_skips_who_has_it() {
     assert_eq!((a.messages().len(), b.messages().len()), (2, 1));
     let codes = session(tee.clone(), Protocol::Smtp, &msg).await;
     assert_eq!(codes[codes.len() - 2], 250);
-    assert_eq!((a.messages().len(), b.messages().len()), (2, 2), "the maildir is not stored twice");
+    assert_eq!(
+        (a.messages().len(), b.messages().len()),
+        (2, 2),
+        "the maildir is not stored twice"
+    );
 }
 
 #[tokio::test]
@@ -240,7 +289,12 @@ async fn tee_refuses_a_recipient_that_one_child_refuses_and_the_others_forget_it
     assert_eq!(codes, [250, 250, 250, 550, 250, 354, 250, 221]);
     for s in [&a, &b] {
         assert_eq!(s.messages().len(), 1);
-        assert_eq!(s.messages()[0].0, ["one@example.org", "two@example.org"], "{}", s.name);
+        assert_eq!(
+            s.messages()[0].0,
+            ["one@example.org", "two@example.org"],
+            "{}",
+            s.name
+        );
     }
 }
 

@@ -83,15 +83,36 @@ fn arg(item: &str) -> Option<(&str, &str)> {
 mod tests {
     use super::*;
 
+    /// (address, user, extension, domain, arguments)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        Option<&'a str>,
+        &'a [(&'a str, &'a str)],
+    );
+
     #[test]
     fn table() {
-        let cases: &[(&str, &str, Option<&str>, Option<&str>, &[(&str, &str)])] = &[
+        let cases: &[Case] = &[
             ("a@b", "a", None, Some("b"), &[]),
             ("a+@b", "a", Some(""), Some("b"), &[]),
             ("a+x=1@b", "a", Some("x=1"), Some("b"), &[("x", "1")]),
-            ("a+x=1+y@b", "a", Some("x=1+y"), Some("b"), &[("x", "1"), ("y", "")]),
+            (
+                "a+x=1+y@b",
+                "a",
+                Some("x=1+y"),
+                Some("b"),
+                &[("x", "1"), ("y", "")],
+            ),
             ("a+x=1=2@b", "a", Some("x=1=2"), Some("b"), &[("x", "1=2")]),
-            ("a+=v+$(id)=1+ok=2@b", "a", Some("=v+$(id)=1+ok=2"), Some("b"), &[("ok", "2")]),
+            (
+                "a+=v+$(id)=1+ok=2@b",
+                "a",
+                Some("=v+$(id)=1+ok=2"),
+                Some("b"),
+                &[("ok", "2")],
+            ),
             ("Postmaster", "Postmaster", None, None, &[]),
             ("\"a@b\"@c", "\"a@b\"", None, Some("c"), &[]),
             ("a+b@c@d", "a", Some("b@c"), Some("d"), &[]),
@@ -99,7 +120,11 @@ mod tests {
         ];
         for &(input, user, ext, domain, args) in cases {
             let a = Address::parse(input);
-            assert_eq!((a.user, a.extension, a.domain), (user, ext, domain), "{input}");
+            assert_eq!(
+                (a.user, a.extension, a.domain),
+                (user, ext, domain),
+                "{input}"
+            );
             assert_eq!(a.args().collect::<Vec<_>>(), args, "{input}");
         }
     }

@@ -306,8 +306,13 @@ impl Transaction for ExecTransaction {
         let mut outcomes = Vec::with_capacity(n);
         for group in self.recipients.chunks(CONCURRENCY) {
             let runs = group.iter().map(|r| {
-                let vars =
-                    environment(exec, &info, &envelope, std::slice::from_ref(r), self.spool.len());
+                let vars = environment(
+                    exec,
+                    &info,
+                    &envelope,
+                    std::slice::from_ref(r),
+                    self.spool.len(),
+                );
                 run(exec, &self.spool, vars, &envelope.id)
             });
             outcomes.extend(futures_util::future::join_all(runs).await);
@@ -346,7 +351,13 @@ fn environment(
         for (name, value) in a.args() {
             let name: String = name
                 .chars()
-                .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_uppercase()
+                    } else {
+                        '_'
+                    }
+                })
                 .collect();
             set(&format!("EXT_{name}"), value);
         }
@@ -363,7 +374,14 @@ fn environment(
             set("CLIENT_PORT", "");
         }
     }
-    set("HELO", &info.helo.as_ref().map(|h| h.to_string()).unwrap_or_default());
+    set(
+        "HELO",
+        &info
+            .helo
+            .as_ref()
+            .map(|h| h.to_string())
+            .unwrap_or_default(),
+    );
     set("PROTOCOL", info.with_protocol());
     let tls = info
         .tls
@@ -385,7 +403,13 @@ fn environment(
             .method
             .chars()
             .take(16)
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
             .collect();
         if !methods.contains(&method) {
             set(&format!("AUTH_{method}"), &auth.result);
@@ -420,7 +444,12 @@ fn kill_group(pgid: i32) {
 }
 
 /// One run of the program: feed it the message, keep some of its stderr, wait, map.
-async fn run(exec: &Inner, spool: &Spool, vars: Vec<(String, String)>, id: &str) -> Result<(), Refusal> {
+async fn run(
+    exec: &Inner,
+    spool: &Spool,
+    vars: Vec<(String, String)>,
+    id: &str,
+) -> Result<(), Refusal> {
     let program = exec.program.display();
     let mut command = tokio::process::Command::new(&exec.program);
     command
@@ -523,7 +552,10 @@ async fn run(exec: &Inner, spool: &Spool, vars: Vec<(String, String)>, id: &str)
     let outcome = exit_refusal(status);
     match &outcome {
         Ok(()) if captured.is_empty() => log::debug!("exec {program} for {id}: exit 0"),
-        Ok(()) => log::info!("exec {program} for {id}: exit 0; stderr: {}", stderr_text(&captured)),
+        Ok(()) => log::info!(
+            "exec {program} for {id}: exit 0; stderr: {}",
+            stderr_text(&captured)
+        ),
         Err(refusal) => log::warn!(
             "exec {program} for {id}: {status}; answering {refusal}; stderr: {}",
             stderr_text(&captured)

@@ -11,8 +11,8 @@
 use std::io;
 
 use base64::Engine;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
 use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
 use samotop_core::{Envelope, Peer, Recipient, SessionInfo, Spool};
 
 use crate::text::{json_escape, json_string};
@@ -318,7 +318,8 @@ impl Walker {
         }
         self.end_part(w).await?;
         if !self.headers_written {
-            w.buf.extend_from_slice(b",\"headers\":[],\"attachments\":[");
+            w.buf
+                .extend_from_slice(b",\"headers\":[],\"attachments\":[");
         }
         w.buf.push(b']');
         for (name, leaf) in [("text", self.text.take()), ("html", self.html.take())] {
@@ -412,12 +413,14 @@ impl Walker {
                 .map(|(_, v)| v.as_str())
         };
         let (mime, params) = parse_params(field("content-type").unwrap_or("text/plain"));
-        let mime = if mime.contains('/') { mime } else { "text/plain".into() };
+        let mime = if mime.contains('/') {
+            mime
+        } else {
+            "text/plain".into()
+        };
         let (disposition, dparams) = parse_params(field("content-disposition").unwrap_or(""));
         let param = |ps: &[(String, String)], n: &str| {
-            ps.iter()
-                .find(|(k, _)| k == n)
-                .map(|(_, v)| v.clone())
+            ps.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone())
         };
         if mime.starts_with("multipart/") && self.stack.len() < MAX_DEPTH {
             if let Some(boundary) = param(&params, "boundary").filter(|b| !b.is_empty()) {
@@ -671,7 +674,9 @@ fn unfold(section: &[u8]) -> Vec<(String, String)> {
             continue;
         };
         let name = String::from_utf8_lossy(&line[..colon]).trim().to_string();
-        let value = String::from_utf8_lossy(&line[colon + 1..]).trim().to_string();
+        let value = String::from_utf8_lossy(&line[colon + 1..])
+            .trim()
+            .to_string();
         if !name.is_empty() {
             fields.push((name, value));
         }
@@ -816,7 +821,7 @@ fn decode_words(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use samotop_parser::{ForwardPath, Host, Mailbox, MailParams, RcptParams, ReversePath};
+    use samotop_parser::{ForwardPath, Host, MailParams, Mailbox, RcptParams, ReversePath};
 
     async fn doc(message: &[u8], options: JsonOptions) -> serde_json::Value {
         let mut raw = Spool::new(1 << 20);
@@ -837,7 +842,9 @@ mod tests {
             id: "msg_1",
         };
         let mut out = Spool::new(1 << 20);
-        render(&raw, &facts, &options, &mut out, None).await.expect("render");
+        render(&raw, &facts, &options, &mut out, None)
+            .await
+            .expect("render");
         let mut bytes = Vec::new();
         let mut r = out.reader();
         while let Some(c) = r.next_chunk(1 << 20).await.expect("read") {
@@ -899,7 +906,8 @@ mod tests {
         let mut msg = Vec::new();
         for i in 0..100 {
             msg.extend_from_slice(
-                format!("Content-Type: multipart/mixed; boundary=b{i}\r\n\r\n--b{i}\r\n").as_bytes(),
+                format!("Content-Type: multipart/mixed; boundary=b{i}\r\n\r\n--b{i}\r\n")
+                    .as_bytes(),
             );
         }
         msg.extend_from_slice(b"\r\n");
@@ -915,7 +923,10 @@ mod tests {
 
     #[test]
     fn reply_field_is_sanitised() {
-        assert_eq!(reply_field(br#"{"reply":"no\r\nway"}"#), Some("no way".into()));
+        assert_eq!(
+            reply_field(br#"{"reply":"no\r\nway"}"#),
+            Some("no way".into())
+        );
         assert_eq!(reply_field(br#"{"reply":3}"#), None);
         assert_eq!(reply_field(b"not json"), None);
     }

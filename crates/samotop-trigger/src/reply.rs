@@ -12,8 +12,11 @@ pub const WEBHOOK_REFUSED: Refusal = Refusal::new(554, [5, 6, 0], "Message refus
 pub const WEBHOOK_UNREACHABLE: Refusal =
     Refusal::new(451, [4, 4, 1], "Webhook unreachable, try again later");
 /// 451 4.4.1: the webhook did not answer within its timeout.
-pub const WEBHOOK_TIMEOUT: Refusal =
-    Refusal::new(451, [4, 4, 1], "Webhook did not answer in time, try again later");
+pub const WEBHOOK_TIMEOUT: Refusal = Refusal::new(
+    451,
+    [4, 4, 1],
+    "Webhook did not answer in time, try again later",
+);
 /// 451 4.4.2: the connection to the webhook broke during the request.
 pub const WEBHOOK_LOST: Refusal = Refusal::new(
     451,
@@ -23,8 +26,7 @@ pub const WEBHOOK_LOST: Refusal = Refusal::new(
 /// 451 4.4.5: the webhook answered 429 Too Many Requests (RFC 3463 X.4.5: congestion).
 pub const WEBHOOK_BUSY: Refusal = Refusal::new(451, [4, 4, 5], "Webhook busy, try again later");
 /// 451 4.4.0: the webhook answered 5xx.
-pub const WEBHOOK_FAILED: Refusal =
-    Refusal::new(451, [4, 4, 0], "Webhook failed, try again later");
+pub const WEBHOOK_FAILED: Refusal = Refusal::new(451, [4, 4, 0], "Webhook failed, try again later");
 /// 451 4.3.5: the webhook answered something we do not take as an answer (1xx, a 3xx
 /// redirect: redirects are not followed, the URL wants fixing). RFC 3463 X.3.5: system
 /// incorrectly configured; temporary so that nothing is lost while it is fixed.
@@ -54,8 +56,5 @@ pub const COMMAND_TIMEOUT: Refusal = Refusal::new(
 pub const COMMAND_CRASHED: Refusal =
     Refusal::new(451, [4, 3, 0], "Command crashed, try again later");
 /// 451 4.3.5: the command could not be started (missing, not executable, out of processes).
-pub const COMMAND_UNAVAILABLE: Refusal = Refusal::new(
-    451,
-    [4, 3, 5],
-    "Command cannot be started, try again later",
-);
+pub const COMMAND_UNAVAILABLE: Refusal =
+    Refusal::new(451, [4, 3, 5], "Command cannot be started, try again later");

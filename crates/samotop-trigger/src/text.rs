@@ -30,7 +30,11 @@ pub fn reply_text(raw: &[u8]) -> Option<String> {
         if out.len() >= MAX_REPLY_TEXT {
             break;
         }
-        let c = if (0x21..=0x7e).contains(&b) { b as char } else { ' ' };
+        let c = if (0x21..=0x7e).contains(&b) {
+            b as char
+        } else {
+            ' '
+        };
         if c == ' ' && (out.is_empty() || out.ends_with(' ')) {
             continue;
         }
@@ -114,6 +118,9 @@ mod tests {
     #[test]
     fn reply_text_is_bounded() {
         let long = "x".repeat(10_000);
-        assert_eq!(reply_text(long.as_bytes()).map(|s| s.len()), Some(MAX_REPLY_TEXT));
+        assert_eq!(
+            reply_text(long.as_bytes()).map(|s| s.len()),
+            Some(MAX_REPLY_TEXT)
+        );
     }
 }

@@ -357,7 +357,12 @@ impl WebhookTransaction {
                         reply::for_io_error(&e)
                     })?;
                 drop(raw);
-                (out, "application/json", timestamp, signer.map(Signer::finish))
+                (
+                    out,
+                    "application/json",
+                    timestamp,
+                    signer.map(Signer::finish),
+                )
             }
         };
         let len = body.len();
@@ -372,7 +377,9 @@ impl WebhookTransaction {
             request = request.header("webhook-signature", signature);
         }
         // The envelope, for raw bodies (unsigned: the JSON format carries it signed).
-        if let Ok(v) = HeaderValue::from_bytes(text::header_safe(&begun.envelope.sender.to_string()).as_bytes()) {
+        if let Ok(v) = HeaderValue::from_bytes(
+            text::header_safe(&begun.envelope.sender.to_string()).as_bytes(),
+        ) {
             request = request.header("samotop-sender", v);
         }
         for r in &self.recipients {
@@ -398,7 +405,11 @@ impl WebhookTransaction {
             .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
         let left = hook.timeout.saturating_sub(started.elapsed());
         let body = read_bounded(response, left.min(RESPONSE_BODY_TIMEOUT)).await;
-        let body_text = if is_json { json::reply_field(&body) } else { None };
+        let body_text = if is_json {
+            json::reply_field(&body)
+        } else {
+            None
+        };
         log::debug!("webhook {}: {} for {}", hook.url, status, begun.id);
         let refusal = match status_refusal(status) {
             None => return Ok(()),
