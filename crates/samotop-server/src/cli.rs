@@ -45,14 +45,18 @@ pub struct Cli {
     pub stdio: bool,
 
     /// Where mail goes: maildir:DIR | lmtp:unix:PATH | lmtp:HOST:PORT | smtp:HOST:PORT |
-    /// stdout | null.
+    /// http(s)://URL | exec:PROGRAM ARG... | stdout | null. Repeatable: the message goes to
+    /// each, and is accepted when all took it.
     #[arg(
         long,
         env = "SAMOTOP_DELIVER",
         value_name = "URI",
         default_value = "maildir:./maildir"
     )]
-    pub deliver: Deliver,
+    pub deliver: Vec<Deliver>,
+
+    #[command(flatten)]
+    pub trigger: crate::trigger::TriggerArgs,
 
     /// Maildir layout: single (one Maildir) | per-recipient (DIR/domain/local/).
     #[arg(
@@ -277,6 +281,10 @@ pub enum Deliver {
     Stdout,
     /// `null`.
     Null,
+    /// `http://...` or `https://...`: a webhook.
+    Webhook(String),
+    /// `exec:PROGRAM ARG...`: a command.
+    Exec(String),
 }
 
 impl FromStr for Deliver {
@@ -295,9 +303,13 @@ impl FromStr for Deliver {
             Ok(Deliver::Stdout)
         } else if s == "null" {
             Ok(Deliver::Null)
+        } else if s.starts_with("http://") || s.starts_with("https://") {
+            Ok(Deliver::Webhook(s.to_string()))
+        } else if let Some(command) = s.strip_prefix("exec:") {
+            Ok(Deliver::Exec(command.to_string()))
         } else {
             Err(format!(
-                "'{s}' is not maildir:DIR, lmtp:unix:PATH, lmtp:HOST:PORT, smtp:HOST:PORT, stdout or null"
+                "'{s}' is not maildir:DIR, lmtp:unix:PATH, lmtp:HOST:PORT, smtp:HOST:PORT, http(s)://URL, exec:PROGRAM, stdout or null"
             ))
         }
     }

@@ -8,6 +8,7 @@ mod listen;
 mod proxy;
 mod shutdown;
 mod tls;
+mod trigger;
 
 use std::num::NonZeroU32;
 use std::process::ExitCode;
@@ -61,7 +62,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     };
     let banner_delay = seconds("banner-delay", cli.banner_delay)?;
     let grace = seconds("shutdown-grace", cli.shutdown_grace)?;
-    if cli.stdio && cli.deliver == Deliver::Stdout {
+    if cli.stdio && cli.deliver.contains(&Deliver::Stdout) {
         return Err("--stdio and --deliver stdout both want standard output".into());
     }
 
@@ -187,7 +188,17 @@ fn endpoint(addr: &ListenAddr) -> Endpoint {
 }
 
 fn dispatch(cli: &Cli) -> Result<BoxDispatch, String> {
-    let inner = match &cli.deliver {
+    let inner = trigger::dispatch(&cli.trigger, &cli.deliver, |d| backend(cli, d))?;
+    if cli.map.is_empty() {
+        return Ok(inner);
+    }
+    let map = RecipientMap::parse(&cli.map).map_err(|e| e.to_string())?;
+    Ok(BoxDispatch::new(Mapped::new(map, inner)))
+}
+
+/// One `--deliver` URI's backend.
+fn backend(cli: &Cli, deliver: &Deliver) -> Result<BoxDispatch, String> {
+    Ok(match deliver {
         Deliver::Maildir(dir) => {
             let layout = match cli.maildir_layout {
                 MaildirLayout::Single => Layout::Single,
@@ -201,12 +212,9 @@ fn dispatch(cli: &Cli) -> Result<BoxDispatch, String> {
         Deliver::Smtp(addr) => BoxDispatch::new(Proxy::new(endpoint(addr), Dialect::Smtp)),
         Deliver::Stdout => BoxDispatch::new(Stdout),
         Deliver::Null => BoxDispatch::new(Null),
-    };
-    if cli.map.is_empty() {
-        return Ok(inner);
-    }
-    let map = RecipientMap::parse(&cli.map).map_err(|e| e.to_string())?;
-    Ok(BoxDispatch::new(Mapped::new(map, inner)))
+        Deliver::Webhook(url) => trigger::webhook(&cli.trigger, url)?,
+        Deliver::Exec(command) => trigger::exec(&cli.trigger, command)?,
+    })
 }
 
 fn guards(cli: &Cli) -> Result<Guards, String> {
