@@ -818,6 +818,39 @@ fn decode_words(value: &str) -> String {
     out
 }
 
+/// See [`crate::fuzzing::json_document`].
+pub(crate) fn document_for_fuzzing(message: &[u8]) -> io::Result<Vec<u8>> {
+    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    runtime.block_on(async {
+        let mut raw = Spool::new(1 << 20);
+        raw.write(message).await?;
+        let info = SessionInfo::new(Peer::Stdio, "mx.test");
+        let env = Envelope::new(
+            samotop_parser::ReversePath::Null,
+            samotop_parser::MailParams::default(),
+            "f".into(),
+        );
+        let facts = Facts {
+            info: &info,
+            envelope: &env,
+            recipients: &[],
+            id: "msg_f",
+        };
+        let options = JsonOptions {
+            max_attachment: 100,
+            max_text: 100,
+        };
+        let mut out = Spool::new(16 << 20);
+        render(&raw, &facts, &options, &mut out, None).await?;
+        let mut bytes = Vec::new();
+        let mut r = out.reader();
+        while let Some(c) = r.next_chunk(1 << 20).await? {
+            bytes.extend_from_slice(&c);
+        }
+        Ok(bytes)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

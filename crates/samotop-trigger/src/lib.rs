@@ -82,6 +82,16 @@ mod signature;
 pub mod text;
 mod webhook;
 
+/// For the fuzz targets (`fuzz/fuzz_targets/webhook_json.rs`); not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// The JSON document for a message (as a webhook with `Format::Json` would POST it),
+    /// with small bounds so that every limit is reached.
+    pub fn json_document(message: &[u8]) -> std::io::Result<Vec<u8>> {
+        crate::json::document_for_fuzzing(message)
+    }
+}
+
 pub use address::{Address, MAX_ARG_NAME, MAX_ARG_VALUE, MAX_ARGS};
 pub use error::Error;
 pub use exec::{Exec, ExecTransaction};
