@@ -36,7 +36,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let rest = args[5..].to_vec();
             runtime.block_on(spawn(count, parallel, bytes, program, rest))
         }
-        _ => Err("usage: trigger_bench sink PORT | spawn COUNT PARALLEL BYTES PROGRAM [ARG...]".into()),
+        _ => Err(
+            "usage: trigger_bench sink PORT | spawn COUNT PARALLEL BYTES PROGRAM [ARG...]".into(),
+        ),
     }
 }
 
@@ -99,7 +101,8 @@ async fn spawn(
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..parallel.max(1) {
-        let (input, next, program, args) = (input.clone(), next.clone(), program.clone(), args.clone());
+        let (input, next, program, args) =
+            (input.clone(), next.clone(), program.clone(), args.clone());
         workers.push(tokio::spawn(async move {
             while next.fetch_add(1, Ordering::Relaxed) < count {
                 let mut child = tokio::process::Command::new(&program)

@@ -37,6 +37,8 @@ enum Answer {
     Slow(Duration),
     Silent,
     Endless,
+    /// 200, then a body that never comes.
+    Hang200,
 }
 
 #[derive(Clone)]
@@ -116,6 +118,13 @@ async fn serve(mut conn: TcpStream, answer: Answer, log: Arc<Mutex<Vec<Request>>
                     .await;
             }
             Answer::Silent => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                return;
+            }
+            Answer::Hang200 => {
+                let _ = conn
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nabc")
+                    .await;
                 tokio::time::sleep(Duration::from_secs(3600)).await;
                 return;
             }
@@ -276,6 +285,16 @@ async fn a_gigabyte_response_is_cut() {
     let out = deliver(&hook, &["a@example.org"], MESSAGE, None).await;
     assert_eq!(code(&out[0]), (451, Some([4, 4, 0])));
     assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+#[tokio::test]
+async fn a_status_whose_body_never_ends_decides_within_bounds() {
+    let ep = endpoint(Answer::Hang200).await;
+    let hook = Webhook::new(&ep.url).expect("url");
+    let started = Instant::now();
+    let out = deliver(&hook, &["a@example.org"], MESSAGE, None).await;
+    assert_eq!(out, vec![Ok(())], "the 200 is the endpoint's verdict");
+    assert!(started.elapsed() < Duration::from_secs(15));
 }
 
 #[tokio::test]
