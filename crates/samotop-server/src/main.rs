@@ -135,10 +135,11 @@ async fn run(cli: Cli) -> Result<(), String> {
             stopped.clone(),
         )));
     }
+    let targets: Vec<String> = cli.deliver.iter().map(trigger::shown).collect();
     log::info!(
-        "samotop {} ready: delivering to {:?}",
+        "samotop {} ready: delivering to {}",
         env!("CARGO_PKG_VERSION"),
-        cli.deliver
+        targets.join(" and ")
     );
 
     shutdown::wait_for_signal(tls.as_ref()).await;

@@ -155,6 +155,17 @@ fn starts_uri(s: &str) -> bool {
         || s.starts_with("null,")
 }
 
+/// A `--deliver` for the log: a webhook URL without user, password or query (a token).
+pub fn shown(deliver: &Deliver) -> String {
+    match deliver {
+        Deliver::Webhook(url) => match Webhook::new(url) {
+            Ok(hook) => format!("Webhook({})", hook.shown_url()),
+            Err(_) => "Webhook(?)".into(),
+        },
+        other => format!("{other:?}"),
+    }
+}
+
 /// `--deliver http(s)://...`.
 pub fn webhook(args: &TriggerArgs, url: &str) -> Result<BoxDispatch, String> {
     let mut hook = Webhook::new(url)
@@ -171,7 +182,10 @@ pub fn webhook(args: &TriggerArgs, url: &str) -> Result<BoxDispatch, String> {
     if let Some(secret) = secret {
         hook = hook.secret(Secret::parse(&secret).map_err(|e| e.to_string())?);
     } else {
-        log::warn!("webhook {url}: unsigned (no --webhook-secret)");
+        log::warn!(
+            "webhook {}: unsigned (no --webhook-secret)",
+            hook.shown_url()
+        );
     }
     for ca in &args.webhook_ca {
         hook = hook.ca_file(ca).map_err(|e| e.to_string())?;

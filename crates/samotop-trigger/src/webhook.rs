@@ -67,6 +67,8 @@ pub struct Webhook {
 #[derive(Debug, Clone)]
 struct Inner {
     url: reqwest::Url,
+    /// The URL for logs: no user, password or query (they may hold a token).
+    shown: String,
     client: reqwest::Client,
     roots: Vec<rustls_pki_types::CertificateDer<'static>>,
     secret: Option<Secret>,
@@ -104,6 +106,7 @@ impl Webhook {
         let client = client(&roots)?;
         Ok(Webhook {
             inner: Arc::new(Inner {
+                shown: shown(&parsed),
                 url: parsed,
                 client,
                 roots,
@@ -179,6 +182,21 @@ impl Webhook {
     pub fn url(&self) -> &str {
         self.inner.url.as_str()
     }
+
+    /// The endpoint as logged: without user, password, query or fragment (they may hold a
+    /// token).
+    pub fn shown_url(&self) -> &str {
+        &self.inner.shown
+    }
+}
+
+fn shown(url: &reqwest::Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.set_fragment(None);
+    shown.to_string()
 }
 
 /// The HTTP client: rustls with the ring provider, the bundled roots and `extra`, ALPN for
@@ -296,7 +314,7 @@ impl Transaction for WebhookTransaction {
             signer.update(chunk);
         }
         self.spool.write(chunk).await.map_err(|e| {
-            log::warn!("webhook {}: spool: {e}", self.hook.url);
+            log::warn!("webhook {}: spool: {e}", self.hook.shown);
             reply::for_io_error(&e)
         })
     }
@@ -305,7 +323,7 @@ impl Transaction for WebhookTransaction {
         let n = self.recipients.len();
         let outcome = self.deliver().await;
         if let Err(refusal) = &outcome {
-            log::warn!("webhook {}: {refusal}", self.hook.url);
+            log::warn!("webhook {}: {refusal}", self.hook.shown);
         }
         vec![outcome; n]
     }
@@ -319,7 +337,7 @@ impl Transaction for WebhookTransaction {
 impl WebhookTransaction {
     async fn deliver(&mut self) -> Result<(), Refusal> {
         let Some(begun) = self.begun.take() else {
-            log::error!("webhook {}: commit without begin", self.hook.url);
+            log::error!("webhook {}: commit without begin", self.hook.shown);
             return Err(reply::DELIVERY_FAILED);
         };
         let hook = self.hook.clone();
@@ -353,7 +371,7 @@ impl WebhookTransaction {
                 json::render(&raw, &facts, options, &mut out, signer.as_mut())
                     .await
                     .map_err(|e| {
-                        log::warn!("webhook {}: JSON spool: {e}", hook.url);
+                        log::warn!("webhook {}: JSON spool: {e}", hook.shown);
                         reply::for_io_error(&e)
                     })?;
                 drop(raw);
@@ -410,7 +428,7 @@ impl WebhookTransaction {
         } else {
             None
         };
-        log::debug!("webhook {}: {} for {}", hook.url, status, begun.id);
+        log::debug!("webhook {}: {} for {}", hook.shown, status, begun.id);
         let refusal = match status_refusal(status) {
             None => return Ok(()),
             Some(refusal) => refusal,
