@@ -781,6 +781,10 @@ def main():
     text = report(info, results, cases, names, extras)
     if "trigger" in extras:
         text += "\n".join(trigger.report(extras["trigger"])) + "\n"
+    if os.environ.get("BENCH_INBOX", "1") != "0":
+        import inbox  # bench/inbox.py: durable SQL delivery and reads over 100 000 messages
+
+        text += "\n" + inbox.report(inbox.run(samotop))
     print(text)
     out = os.environ.get("BENCH_OUT")
     if out:

@@ -251,3 +251,29 @@ def test_lmtp_dovecot_passes_mail_to_a_real_dovecot(example, dovecot):  # noqa: 
     stored = dc.messages("alice@example.org")
     assert len(stored) == 1
     assert stored[0].endswith(BODY)
+
+
+def test_server_is_a_whole_server_in_twenty_lines(example):
+    """The `server` example: its dispatch logs sizes, its guard takes example.org only, and it
+    offers STARTTLS (swaks --tls) with the library's limits on."""
+    ex, port = listening(example, "server")
+    swaks = subprocess.run(
+        ["swaks", "--server", f"127.0.0.1:{port}", "--tls", "--from", "a@example.com",
+         "--to", "b@example.org", "--body", "twenty lines", "--timeout", "20"],
+        capture_output=True, timeout=60,
+    )
+    out = swaks.stdout.decode(errors="replace")
+    assert swaks.returncode == 0, out
+    assert "STARTTLS" in out and "TLS started" in out, out
+    assert "250 2.0.0 Message accepted" in out, out
+    wait_until(lambda: "bytes for 1 recipients" in ex.log, what=f"the size line in {ex.log!r}")
+    refused = subprocess.run(
+        ["swaks", "--server", f"127.0.0.1:{port}", "--tls", "--from", "a@example.com",
+         "--to", "b@other.net", "--timeout", "20"],
+        capture_output=True, timeout=60,
+    )
+    assert "550 5.7.1" in refused.stdout.decode(errors="replace"), refused.stdout
+    # SIGTERM: a graceful stop.
+    ex.proc.send_signal(signal.SIGTERM)
+    assert ex.proc.wait(timeout=20) == 0
+    assert "stopped" in ex.log

@@ -117,7 +117,7 @@ def admitted(port, source="127.0.0.1", host="127.0.0.1", attempts=100):
 
 
 def test_max_connections_per_ip(samotop):
-    s = start(samotop, "--deliver", "null", "--max-connections-per-ip", "2")
+    s = start(samotop, "--deliver", "null", "--max-connections-per-ip", "2", "--per-ip-limit-exempt", "192.0.2.0/32")
     a = admitted(s.port)
     b = admitted(s.port)
     c = connect(s.port)
@@ -141,6 +141,30 @@ def test_max_connections_per_ip(samotop):
 
 
 @pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback (::1) on this machine")
+def test_loopback_is_exempt_from_the_default_per_ip_limit(samotop):
+    # On by default (20), but the machine's own clients are not counted (Postfix's
+    # smtpd_client_event_limit_exceptions): 25 sessions from 127.0.0.1 are all served.
+    s = start(samotop, "--deliver", "null")
+    clients = [connect(s.port) for _ in range(25)]
+    assert [c.greeting[0] for c in clients] == [220] * 25
+    for c in clients:
+        c.close()
+
+
+def test_the_per_ip_limit_is_20_by_default(samotop):
+    s = start(samotop, "--deliver", "null", "--per-ip-limit-exempt", "192.0.2.0/32")
+    clients = [connect(s.port) for _ in range(20)]
+    assert [c.greeting[0] for c in clients] == [220] * 20
+    extra = connect(s.port)
+    assert (extra.greeting[0], enhanced(extra.greeting[1])) == (421, "4.7.0"), extra.greeting
+    extra.close()
+    for c in clients:
+        c.close()
+    # A slot freed is a slot again; the server keeps serving.
+    again = admitted(s.port)
+    again.close()
+
+
 def test_max_connections_per_ip_over_ipv6_loopback(samotop):
     port = None
     for _ in range(5):
@@ -157,6 +181,7 @@ def test_max_connections_per_ip_over_ipv6_loopback(samotop):
         "--smtp", f"[::1]:{port}",
         "--deliver", "null",
         "--max-connections-per-ip", "1",
+        "--per-ip-limit-exempt", "192.0.2.0/32",
         port=port,
     )
     wait_port(port, s.proc, host="::1")

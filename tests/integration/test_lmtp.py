@@ -464,7 +464,7 @@ def test_smtp_source_in_lmtp_mode_delivers_every_message(samotop, tmp_path):
     if not os.path.exists(tool):
         pytest.fail("this test needs Postfix's smtp-source (apt-get install postfix)", pytrace=False)
     mail = tmp_path / "mail"
-    s = lmtp_listener(samotop, "--deliver", f"maildir:{mail}", "--maildir-layout", "per-recipient")
+    s = lmtp_listener(samotop, "--deliver", f"maildir:{mail}", "--maildir-layout", "per-recipient", "--max-mailboxes", "1000")
     n = 20
     out = subprocess.run(
         [tool, "-L", "-s", "2", "-m", str(n), "-c", "-f", "a@example.org", "-t", "b@example.org", f"127.0.0.1:{s.port}"],
@@ -517,35 +517,60 @@ def test_smtp_forwarding_relays_the_next_hops_failures(samotop, tmp_path):
     big = b"Subject: big\r\n\r\n" + (b"y" * 78 + b"\r\n") * 60
     with smtplib.SMTP("127.0.0.1", a.port, timeout=30) as c:
         c.ehlo("client.test")
-        # Too big for B, found after the data: B's 552 is A's reply.
+        # A learnt B's limit at start: it offers no more than B takes.
+        assert c.esmtp_features.get("size") == "1000", c.esmtp_features
+        # Too big, found after the data: 552.
         assert c.mail(SENDER)[0] == 250
         assert c.rcpt(ALICE)[0] == 250
         code, text = c.data(big)
         assert (code, text[:6]) == (552, b"5.3.4 "), (code, text)
-        # Declared too big: B refuses at MAIL, and so does A.
+        # Declared too big: refused at MAIL.
         code, text = c.mail(SENDER, [f"SIZE={len(big)}"])
         assert (code, text[:6]) == (552, b"5.3.4 "), (code, text)
     assert maildir_files(mail) == []
     b.stop()
-    # B down: 4xx at MAIL.
+    # B down: MAIL is ours, the first RCPT asks B: 4xx there.
     with smtplib.SMTP("127.0.0.1", a.port, timeout=30) as c:
         c.ehlo("client.test")
-        code, text = c.mail(SENDER)
+        assert c.mail(SENDER)[0] == 250
+        code, text = c.rcpt(ALICE)
         assert 400 <= code < 500, (code, text)
     assert a.alive()
 
 
-def test_smtp_forwarding_refuses_binarymime_instead_of_corrupting_it(samotop, tmp_path):
-    """The client does not send BDAT downstream, so binary content is refused at MAIL
-    (554 5.6.3) rather than downgraded to 8BITMIME and altered or refused after the data."""
+def test_binarymime_goes_through_to_a_next_hop_that_takes_it(samotop, tmp_path):
+    """B (samotop into a Maildir) offers BINARYMIME; A learns it, offers it too, and passes
+    binary content on in BDAT chunks, byte for byte: bare CR, bare LF, NUL and all."""
     mail = tmp_path / "b-mail"
     b = samotop("--name", "b.test", "--spf", "off", "--deliver", f"maildir:{mail}")
     a = samotop("--name", "a.test", "--spf", "off", "--deliver", f"smtp:127.0.0.1:{b.port}")
     raw = Raw(a.port)
-    raw.cmd("EHLO client.test")
+    code, texts = raw.cmd("EHLO client.test")
+    assert "BINARYMIME" in texts and "CHUNKING" in texts, texts
+    assert raw.cmd(f"MAIL FROM:<{SENDER}> BODY=BINARYMIME")[0] == 250
+    assert raw.cmd(f"RCPT TO:<{ALICE}>")[0] == 250
+    msg = b"Subject: binary\r\nContent-Transfer-Encoding: binary\r\n\r\n\x00\xff\n.\n\r.\r\n" * 3000
+    half = len(msg) // 2
+    raw.send(b"BDAT %d\r\n" % half + msg[:half])
+    assert raw.reply()[0] == 250
+    raw.send(b"BDAT %d LAST\r\n" % (len(msg) - half) + msg[half:])
+    code, texts = raw.reply()
+    raw.close()
+    assert code == 250, (code, texts, a.log, b.log)
+    (path,) = maildir_files(mail, subs=("new",))
+    assert path.read_bytes().endswith(b"\r\n" + msg)
+
+
+def test_binarymime_is_not_offered_in_front_of_a_next_hop_without_it(dovecot, samotop):
+    """Dovecot 2.3's LMTP offers CHUNKING but not BINARYMIME: so neither do we, and a client
+    that asks gets 555 rather than a bounce after the data; 8-bit BDAT goes through."""
+    dc = dovecot(users=[ALICE])
+    s = samotop("--spf", "off", "--deliver", f"lmtp:unix:{dc.socket}")
+    raw = Raw(s.port)
+    code, texts = raw.cmd("EHLO client.test")
+    assert "CHUNKING" in texts and "BINARYMIME" not in texts, texts
     code, texts = raw.cmd(f"MAIL FROM:<{SENDER}> BODY=BINARYMIME")
-    assert code == 554 and texts[0].startswith("5.6.3"), (code, texts)
-    # The session goes on: the same message as 8BITMIME is delivered.
+    assert (code, texts[0][:6]) == (555, "5.5.4 "), (code, texts)
     assert raw.cmd(f"MAIL FROM:<{SENDER}> BODY=8BITMIME")[0] == 250
     assert raw.cmd(f"RCPT TO:<{ALICE}>")[0] == 250
     msg = b"Subject: eight bit\r\n\r\n\xff\xfe\r\n"
@@ -553,19 +578,91 @@ def test_smtp_forwarding_refuses_binarymime_instead_of_corrupting_it(samotop, tm
     code, texts = raw.reply()
     raw.close()
     assert code == 250, (code, texts)
-    (path,) = maildir_files(mail, subs=("new",))
-    assert path.read_bytes().endswith(b"\r\n" + msg)
+    [stored] = dc.messages(ALICE)
+    assert stored.endswith(b"\xff\xfe\r\n") or stored.endswith(b"\xff\xfe\n"), stored[-40:]
 
 
 def test_utf8_recipient_refused_when_the_next_hop_lacks_smtputf8(dovecot, samotop):
-    """Dovecot 2.3's LMTP does not offer SMTPUTF8: a UTF-8 recipient gets 553 5.6.7 at RCPT
-    instead of a confusing syntax error from downstream."""
+    """Dovecot 2.3's LMTP does not offer SMTPUTF8: so neither do we (a client then sends no
+    UTF-8 address), the parameter gets 555, and a UTF-8 recipient 553 5.6.7 at RCPT, never a
+    confusing syntax error from downstream."""
     dc = dovecot(users=[ALICE])
     s = samotop("--spf", "off", "--deliver", f"lmtp:unix:{dc.socket}")
     raw = Raw(s.port)
-    raw.cmd("EHLO client.test")
-    assert raw.cmd("MAIL FROM:<s@example.org> SMTPUTF8")[0] == 250
+    code, texts = raw.cmd("EHLO client.test")
+    assert "SMTPUTF8" not in texts, texts
+    code, texts = raw.cmd("MAIL FROM:<s@example.org> SMTPUTF8")
+    assert (code, texts[0][:6]) == (555, "5.5.4 "), (code, texts)
+    assert raw.cmd("MAIL FROM:<s@example.org>")[0] == 250
     code, texts = raw.cmd("RCPT TO:<jörg@example.org>")
     assert code == 553 and texts[0].startswith("5.6.7"), (code, texts)
     assert raw.cmd(f"RCPT TO:<{ALICE}>")[0] == 250
     raw.close()
+
+
+# ---- partial failure: no duplicate storm (issue 13) ----------------------------------------
+
+CAROL = "carol@example.org"
+
+
+def _send_three(port, msg):
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as c:
+        c.ehlo("client.test")
+        assert c.mail(SENDER)[0] == 250
+        for rcpt in (ALICE, BOB, CAROL):
+            assert c.rcpt(rcpt)[0] == 250, rcpt
+        try:
+            return c.data(msg)
+        except smtplib.SMTPDataError as e:
+            return e.smtp_code, e.smtp_error
+
+
+def test_a_full_mailbox_among_three_is_retried_without_duplicates(dovecot, samotop):
+    """Dovecot checks quota after the data (lmtp_rcpt_check_quota = no, its default): Alice
+    and Bob store the message, Carol's full mailbox refuses it. Over SMTP that is one 451, and
+    the client sends the whole message again; Alice and Bob must not get a copy per retry."""
+    full = "userdb_quota_rule=*:storage=1K"
+    dc = dovecot(users={ALICE: "", BOB: "", CAROL: full}, extra_config=QUOTA_CONFIG)
+    s = samotop("--spf", "off", "--deliver", f"lmtp:unix:{dc.socket}")
+    msg = (
+        b"From: <sender@example.net>\r\nTo: <team@example.org>\r\nSubject: quota\r\n"
+        b"Message-ID: <retry-1@example.net>\r\n\r\n" + b"0123456789abcdef" * 256 + b"\r\n"
+    )
+    for attempt in range(3):
+        code, text = _send_three(s.port, msg)
+        assert (code, text[:6]) == (451, b"4.3.0 "), (attempt, code, text, s.log)
+        assert len(dc.messages(ALICE)) == 1 and len(dc.messages(BOB)) == 1, (attempt, dc.log)
+        assert dc.messages(CAROL) == []
+    wait_until(lambda: "were already delivered" in s.log or "already delivered" in s.log,
+               what="the retry's skip in the log")
+    assert "reached 2 of 3 recipients" in s.log, s.log
+    # Carol makes room (her quota is raised, Dovecot restarted: our pooled connection goes
+    # stale too); the next retry reaches her alone: 250.
+    dc.stop()
+    (dc.dir / "users").write_text("".join(f"{u}:{{PLAIN}}x::::::\n" for u in (ALICE, BOB, CAROL)))
+    dc.start()
+    code, text = _send_three(s.port, msg)
+    assert code == 250, (code, text, s.log, dc.log)
+    for user in (ALICE, BOB, CAROL):
+        assert len(dc.messages(user)) == 1, (user, dc.log)
+    # Another message (another Message-ID) is not skipped.
+    other = msg.replace(b"retry-1", b"retry-2")
+    code, text = _send_three(s.port, other)
+    assert code == 250, (code, text)
+    for user in (ALICE, BOB, CAROL):
+        assert len(dc.messages(user)) == 2, user
+
+
+def test_a_stale_pooled_connection_to_dovecot_is_replaced(dovecot, samotop):
+    """Dovecot restarted between two messages: the pooled connection is dead; a fresh one
+    takes over, unseen by the client."""
+    dc = dovecot(users=[ALICE])
+    s = samotop("--spf", "off", "--deliver", f"lmtp:unix:{dc.socket}")
+    for round_ in range(2):
+        with smtplib.SMTP("127.0.0.1", s.port, timeout=30) as c:
+            c.ehlo("client.test")
+            c.sendmail(SENDER, [ALICE], b"Subject: stale %d\r\n\r\nx\r\n" % round_)
+        if round_ == 0:
+            dc.stop()
+            dc.start()
+    assert len(dc.messages(ALICE)) == 2, dc.log

@@ -492,7 +492,7 @@ def test_disk_full_is_452_and_the_server_keeps_serving(samotop, tiny_tmpfs):
 
 def test_per_recipient_layout_one_copy_each(samotop, tmp_path):
     md = tmp_path / "mail"
-    s = start(samotop, md, "--maildir-layout", "per-recipient")
+    s = start(samotop, md, "--maildir-layout", "per-recipient", "--max-mailboxes", "1000")
     body = b"From: <a@x.org>\r\nSubject: spread\r\n\r\n8-bit \xe9\xff\r\n"
     with smtplib.SMTP("127.0.0.1", s.port, timeout=30) as c:
         c.ehlo("client.test")
@@ -541,7 +541,7 @@ HOSTILE = [
 def test_per_recipient_hostile_recipients_are_refused(samotop, tmp_path):
     root = tmp_path / "root"
     md = root / "mail"
-    s = start(samotop, md, "--maildir-layout", "per-recipient", "--max-errors", "100")
+    s = start(samotop, md, "--maildir-layout", "per-recipient", "--max-mailboxes", "1000", "--max-errors", "100")
     r = Raw(s.port)
     try:
         assert r.cmd("EHLO client.test")[0] == 250
@@ -574,7 +574,7 @@ def test_per_recipient_hostile_recipients_are_refused(samotop, tmp_path):
 def test_per_recipient_follows_map(samotop, tmp_path):
     md = tmp_path / "mail"
     s = start(
-        samotop, md, "--maildir-layout", "per-recipient", "--map", r"(.*)@example\.org=$1@users.example"
+        samotop, md, "--maildir-layout", "per-recipient", "--max-mailboxes", "1000", "--map", r"(.*)@example\.org=$1@users.example"
     )
     body = b"Subject: mapped\r\n\r\nto john\r\n"
     code, text = send_one(s.port, rcpts=("john@example.org",), body=body)
@@ -595,7 +595,7 @@ def test_per_recipient_follows_map(samotop, tmp_path):
 def test_per_recipient_map_to_a_hostile_name_is_refused(samotop, tmp_path):
     root = tmp_path / "root"
     md = root / "mail"
-    s = start(samotop, md, "--maildir-layout", "per-recipient", "--map", r"(.*)@evil\.org=../$1")
+    s = start(samotop, md, "--maildir-layout", "per-recipient", "--max-mailboxes", "1000", "--map", r"(.*)@evil\.org=../$1")
     with smtplib.SMTP("127.0.0.1", s.port, timeout=30) as c:
         c.ehlo("client.test")
         assert c.mail("a@x.org")[0] == 250
@@ -681,3 +681,77 @@ def test_100_mb_message_is_streamed(samotop, tmp_path, deliver):
                 got.update(chunk)
         assert got.hexdigest() == digest.hexdigest()
         assert files(md, "tmp") == []
+
+
+# -- per-recipient rules (issue 13) -----------------------------------------------------------
+
+
+def test_per_recipient_layout_needs_accepted_domains_or_a_mailbox_cap(tmp_path):
+    from conftest import BIN
+
+    md = tmp_path / "mail"
+    run = subprocess.run(
+        [BIN, "--spf", "off", "--smtp", "127.0.0.1:0", "--deliver", f"maildir:{md}",
+         "--maildir-layout", "per-recipient"],
+        capture_output=True, timeout=30,
+    )
+    assert run.returncode == 2, run
+    assert b"--accept-domain" in run.stderr and b"--max-mailboxes" in run.stderr, run.stderr
+
+
+def test_the_mailbox_cap_refuses_a_new_mailbox_and_keeps_serving(samotop, tmp_path):
+    md = tmp_path / "mail"
+    s = start(samotop, md, "--maildir-layout", "per-recipient", "--max-mailboxes", "2")
+    with smtplib.SMTP("127.0.0.1", s.port, timeout=30) as c:
+        c.ehlo("client.test")
+        assert c.mail("a@x.org")[0] == 250
+        assert c.rcpt("one@example.org")[0] == 250
+        assert c.rcpt("two@example.org")[0] == 250
+        code, text = c.rcpt("three@example.org")
+        assert (code, text[:6]) == (452, b"4.3.1 "), (code, text)
+        # A mailbox already known is fine.
+        assert c.rcpt("one@example.org")[0] == 250
+        code, _ = c.data(b"Subject: cap\r\n\r\nx\r\n")
+        assert code == 250
+    assert len(files(md / "example.org" / "one")) == 1
+    assert not (md / "example.org" / "three").exists()
+    # After a restart, the two on disk count.
+    s.stop()
+    s2 = start(samotop, md, "--maildir-layout", "per-recipient", "--max-mailboxes", "2")
+    with smtplib.SMTP("127.0.0.1", s2.port, timeout=30) as c:
+        c.ehlo("client.test")
+        assert c.mail("a@x.org")[0] == 250
+        assert c.rcpt("three@example.org")[0] == 452
+        assert c.rcpt("two@example.org")[0] == 250
+
+
+def test_names_are_nfc_and_case_folds_where_asked(samotop, tmp_path):
+    md = tmp_path / "mail"
+    s = start(samotop, md, "--maildir-layout", "per-recipient", "--accept-domain", "example.org",
+              "--maildir-fold-case")
+    with smtplib.SMTP("127.0.0.1", s.port, timeout=30) as c:
+        c.ehlo("client.test")
+        # One name typed two ways (precomposed, decomposed), and in two cases.
+        for rcpt in ("jos\u00e9@example.org", "Jose\u0301@example.org"):
+            c.sendmail("a@x.org", [rcpt], b"Subject: nfc\r\n\r\nx\r\n", mail_options=["SMTPUTF8"])
+    assert names(md / "example.org") == ["jos\u00e9"], names(md / "example.org")
+    assert len(files(md / "example.org" / "jos\u00e9")) == 2
+
+
+def test_stale_tmp_files_are_cleaned_in_every_mailbox_it_opens(samotop, tmp_path):
+    md = tmp_path / "mail"
+    box = md / "example.org" / "alice"
+    for sub in ("tmp", "new", "cur"):
+        (box / sub).mkdir(parents=True)
+    old, fresh = box / "tmp" / "1.crashed.host", box / "tmp" / "2.recent.host"
+    old.write_bytes(b"left by a crash")
+    fresh.write_bytes(b"being written by someone")
+    past = time.time() - 40 * 3600
+    os.utime(old, (past, past))
+    s = start(samotop, md, "--maildir-layout", "per-recipient", "--accept-domain", "example.org")
+    assert old.exists(), "cleaned when first opened, not at start"
+    with smtplib.SMTP("127.0.0.1", s.port, timeout=30) as c:
+        c.sendmail("a@x.org", ["alice@example.org"], b"Subject: tmp\r\n\r\nx\r\n")
+    assert not old.exists()
+    assert fresh.exists()
+    assert len(files(box)) == 1

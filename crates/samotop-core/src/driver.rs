@@ -737,3 +737,252 @@ mod tests {
         assert!(replies.ends_with(b"421 4.4.2 Timeout, closing connection\r\n"));
     }
 }
+
+#[cfg(test)]
+mod pump_tests {
+    //! The driver as a pump, on paused time: every wait bounded, every chunk where it belongs.
+
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::{
+        Envelope, Limits, Outcomes, Peer, Recipient, Refusal, Scan, SessionInfo, Spool, Verdict,
+    };
+
+    /// Records what it is asked; hangs where told.
+    #[derive(Clone, Default)]
+    struct Probe {
+        log: Arc<Mutex<Vec<String>>>,
+        hang_at: Option<&'static str>,
+    }
+
+    struct ProbeTx {
+        probe: Probe,
+        rcpts: usize,
+    }
+
+    impl Probe {
+        fn note(&self, what: String) {
+            self.log.lock().unwrap().push(what);
+        }
+        async fn maybe_hang(&self, step: &str) {
+            if self.hang_at == Some(step) {
+                std::future::pending::<()>().await;
+            }
+        }
+        fn log(&self) -> Vec<String> {
+            self.log.lock().unwrap().clone()
+        }
+    }
+
+    impl MailDispatch for Probe {
+        type Transaction = ProbeTx;
+        async fn open(&self, _: &SessionInfo, _: &Envelope) -> Result<ProbeTx, Refusal> {
+            self.maybe_hang("open").await;
+            Ok(ProbeTx {
+                probe: self.clone(),
+                rcpts: 0,
+            })
+        }
+    }
+
+    impl Transaction for ProbeTx {
+        async fn add_recipient(&mut self, _: &Recipient) -> Result<(), Refusal> {
+            self.probe.maybe_hang("rcpt").await;
+            self.rcpts += 1;
+            Ok(())
+        }
+        async fn write(&mut self, chunk: &[u8]) -> Result<(), Refusal> {
+            self.probe.note(format!(
+                "write {} at {:?}",
+                String::from_utf8_lossy(chunk).lines().last().unwrap_or(""),
+                tokio::time::Instant::now()
+            ));
+            self.probe.maybe_hang("write").await;
+            Ok(())
+        }
+        async fn commit(&mut self) -> Outcomes {
+            self.probe.maybe_hang("commit").await;
+            self.probe.note("commit".into());
+            vec![Ok(()); self.rcpts]
+        }
+        async fn abort(&mut self) {
+            self.probe.note("abort".into());
+        }
+    }
+
+    fn config(limits: Limits) -> SessionConfig {
+        SessionConfig {
+            limits,
+            ..SessionConfig::default()
+        }
+    }
+
+    /// Runs a session: writes `script` (pieces with pauses), returns the replies.
+    async fn talk<D: MailDispatch, G: Guard, C: DataCheck>(
+        driver: Driver<D, G, C>,
+        script: Vec<(&'static [u8], Duration)>,
+    ) -> (Summary, String) {
+        let (server, mut client) = tokio::io::duplex(64 * 1024);
+        let writer = tokio::spawn(async move {
+            for (bytes, pause) in script {
+                tokio::time::sleep(pause).await;
+                if client.write_all(bytes).await.is_err() {
+                    break;
+                }
+            }
+            let mut replies = Vec::new();
+            let _ = client.read_to_end(&mut replies).await;
+            String::from_utf8_lossy(&replies).into_owned()
+        });
+        let summary = driver
+            .run(server, SessionInfo::new(Peer::Stdio, "mx.test"))
+            .await;
+        (summary, writer.await.unwrap_or_default())
+    }
+
+    const MAIL: &[u8] = b"EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n";
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_backend_gets_451_4_4_1_and_the_session_goes_on() {
+        for step in ["open", "rcpt", "write", "commit"] {
+            let probe = Probe {
+                hang_at: Some(step),
+                ..Probe::default()
+            };
+            let limits = Limits {
+                backend_timeout: Duration::from_secs(5),
+                ..Limits::default()
+            };
+            let driver = Driver::new(probe.clone(), (), config(limits));
+            let started = tokio::time::Instant::now();
+            let (summary, replies) = talk(
+                driver,
+                vec![
+                    (MAIL, Duration::ZERO),
+                    (
+                        b"DATA\r\nSubject: s\r\n\r\nb\r\n.\r\nNOOP\r\nQUIT\r\n",
+                        Duration::ZERO,
+                    ),
+                ],
+            )
+            .await;
+            assert!(replies.contains("451 4.4.1 "), "{step}: {replies}");
+            assert!(
+                replies.ends_with("250 2.0.0 OK\r\n221 2.0.0 Bye\r\n"),
+                "{step}: {replies}"
+            );
+            assert_eq!(summary.end, End::Quit, "{step}");
+            assert!(started.elapsed() < Duration::from_secs(60), "{step}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_starttls_client_is_dropped_after_the_handshake_timeout() {
+        struct Never;
+        impl TlsUpgrade for Never {
+            fn upgrade(&self, _io: BoxIo) -> UpgradeFuture {
+                Box::pin(std::future::pending())
+            }
+        }
+        let limits = Limits {
+            handshake_timeout: Duration::from_secs(7),
+            ..Limits::default()
+        };
+        let driver = Driver::new(Probe::default(), (), config(limits)).with_tls(Arc::new(Never));
+        let started = tokio::time::Instant::now();
+        let (summary, replies) =
+            talk(driver, vec![(b"EHLO x\r\nSTARTTLS\r\n", Duration::ZERO)]).await;
+        assert!(
+            replies.contains("220 2.0.0 Ready to start TLS"),
+            "{replies}"
+        );
+        assert_eq!(summary.end, End::Failed);
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(7) && waited < Duration::from_secs(60),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pausing_client_s_data_reaches_the_backend_before_it_goes_on() {
+        let probe = Probe::default();
+        let driver = Driver::new(probe.clone(), (), config(Limits::default()));
+        let (_, replies) = talk(
+            driver,
+            vec![
+                (MAIL, Duration::ZERO),
+                (
+                    b"DATA\r\nSubject: slow\r\n\r\nfirst part\r\n",
+                    Duration::from_millis(10),
+                ),
+                (b"second part\r\n.\r\nQUIT\r\n", Duration::from_secs(100)),
+            ],
+        )
+        .await;
+        assert!(replies.contains("250 2.0.0 Message accepted"), "{replies}");
+        let log = probe.log();
+        let first = log
+            .iter()
+            .position(|l| l.starts_with("write first part"))
+            .expect("flushed");
+        let second = log
+            .iter()
+            .position(|l| l.starts_with("write second part"))
+            .expect("rest");
+        assert!(first < second, "{log:?}");
+    }
+
+    /// An end-of-data check through the driver: it sees every chunk, its field comes first,
+    /// the spool streams after it, and a refusal delivers nothing.
+    #[tokio::test(start_paused = true)]
+    async fn checks_run_through_the_driver_with_the_spool() {
+        struct Tag(bool);
+        struct Seen(usize, bool);
+        impl DataCheck for Tag {
+            type Scan = Seen;
+            fn scan(&self, _: &SessionInfo, _: &Envelope) -> Seen {
+                Seen(0, self.0)
+            }
+        }
+        impl Scan for Seen {
+            fn update(&mut self, chunk: &[u8]) {
+                self.0 += chunk.len();
+            }
+            async fn verdict(self, _: &SessionInfo, _: &Envelope, spool: &Spool) -> Verdict {
+                assert_eq!(spool.len(), self.0 as u64);
+                if self.1 {
+                    Verdict::Reject(crate::reply::POLICY_REJECTED)
+                } else {
+                    Verdict::add_header(format!("X-Seen: {}", self.0))
+                }
+            }
+        }
+        for refuse in [false, true] {
+            let probe = Probe::default();
+            let driver =
+                Driver::new(probe.clone(), (), config(Limits::default())).with_checks(Tag(refuse));
+            let (_, replies) = talk(
+                driver,
+                vec![
+                    (MAIL, Duration::ZERO),
+                    (
+                        b"DATA\r\nSubject: checked\r\n\r\nbody\r\n.\r\nQUIT\r\n",
+                        Duration::ZERO,
+                    ),
+                ],
+            )
+            .await;
+            let log = probe.log();
+            if refuse {
+                assert!(replies.contains("550 5.7.1 "), "{replies}");
+                assert!(!log.iter().any(|l| l.starts_with("write")), "{log:?}");
+            } else {
+                assert!(replies.contains("250 2.0.0 Message accepted"), "{replies}");
+                assert!(log.iter().any(|l| l.starts_with("write body")), "{log:?}");
+                assert_eq!(log.last().map(String::as_str), Some("commit"));
+            }
+        }
+    }
+}

@@ -131,6 +131,38 @@ pub trait Guard: Send + Sync + 'static {
 /// Accepts everything.
 impl Guard for () {}
 
+/// A shared guard.
+impl<G: Guard> Guard for Arc<G> {
+    fn connect(&self, info: &SessionInfo) -> impl Future<Output = Verdict> + Send {
+        self.as_ref().connect(info)
+    }
+    fn helo(&self, info: &SessionInfo) -> impl Future<Output = Verdict> + Send {
+        self.as_ref().helo(info)
+    }
+    fn mail(
+        &self,
+        info: &SessionInfo,
+        envelope: &Envelope,
+    ) -> impl Future<Output = Verdict> + Send {
+        self.as_ref().mail(info, envelope)
+    }
+    fn rcpt(
+        &self,
+        info: &SessionInfo,
+        envelope: &Envelope,
+        recipient: &Recipient,
+    ) -> impl Future<Output = Verdict> + Send {
+        self.as_ref().rcpt(info, envelope, recipient)
+    }
+    fn data(
+        &self,
+        info: &SessionInfo,
+        envelope: &Envelope,
+    ) -> impl Future<Output = Verdict> + Send {
+        self.as_ref().data(info, envelope)
+    }
+}
+
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The object-safe twin of [`Guard`], for stacks chosen at run time.

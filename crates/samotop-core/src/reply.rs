@@ -344,6 +344,23 @@ pub fn unsupported_parameter(keyword: &str) -> Refusal {
     UNSUPPORTED_PARAMETER.text(format!("Parameter {keyword} not supported"))
 }
 
+/// A downstream server's reply relayed to our client as a refusal: the same, except that
+/// `421` (which would close our client's session) becomes `451`, and a reply that is no
+/// refusal (a `354` to `RCPT`) becomes [`DELIVERY_FAILED`] (see [`Refusal::from_reply`]).
+///
+/// ```
+/// use samotop_core::{Reply, reply};
+/// let r = reply::relayed(Reply::new(421, [4, 4, 2], "Shutting down"));
+/// assert_eq!((r.code(), r.enhanced()), (451, Some([4, 4, 2])));
+/// assert_eq!(reply::relayed(Reply::plain(354, "go ahead")), reply::DELIVERY_FAILED);
+/// ```
+pub fn relayed(reply: Reply) -> Refusal {
+    if reply.code == 421 {
+        return Refusal::from_reply(Reply { code: 451, ..reply });
+    }
+    Refusal::from_reply(reply)
+}
+
 /// The refusal for a failed write to our own storage: `452 4.3.1` when the disk or quota is
 /// full (`ENOSPC`, `EDQUOT`), else [`DELIVERY_FAILED`].
 pub fn for_io_error(error: &std::io::Error) -> Refusal {

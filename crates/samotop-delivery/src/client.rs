@@ -8,9 +8,14 @@
 //! [`samotop_core::Reply`]. A refusal is a `Reply`; only a failure of the connection or of the
 //! protocol is an [`Error`].
 //!
-//! Message data is streamed: [`Client::send_data`] dot-stuffs each chunk as it comes and
-//! writes it out, keeping no more than that chunk; [`Client::end_data`] makes sure the data
-//! ends in CR LF and sends the final `.`.
+//! Message data is streamed, one of two ways. With `DATA` ([`Client::data`]),
+//! [`Client::send_data`] turns bare CR and bare LF into CR LF (as Postfix's smtp client does,
+//! so a lax next hop can never see an end of data inside the message) and dot-stuffs each
+//! chunk as it comes; [`Client::end_data`] ends the data with `CR LF . CR LF`. When the server
+//! offers CHUNKING, [`Client::bdat`] starts RFC 3030 chunking instead: each chunk goes as
+//! `BDAT n` (line ends normalised the same way, except for `BODY=BINARYMIME` content, which
+//! goes byte for byte), and [`Client::end_data`] sends `BDAT 0 LAST`. Either way no more than
+//! the chunk in hand is kept.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -136,12 +141,25 @@ pub struct Client {
     extensions: Vec<(String, String)>,
     /// Bytes read but not yet parsed; at most [`MAX_REPLY`] plus one read.
     input: Vec<u8>,
-    /// The dot-stuffed form of the chunk being written; as big as the biggest chunk, twice.
+    /// The encoded form of the chunk being written; as big as the biggest chunk, twice.
     output: Vec<u8>,
     stuffer: DotStuffer,
     in_data: bool,
+    /// BDAT chunking (not DATA) for the data in progress; `binary`: send it unchanged.
+    chunking: Option<Chunking>,
+    /// Replies still to read for BDAT chunks already sent (pipelined).
+    outstanding: usize,
     broken: bool,
 }
+
+/// The state of a BDAT transfer.
+#[derive(Debug, Clone, Copy)]
+struct Chunking {
+    binary: bool,
+}
+
+/// BDAT chunks sent ahead of their replies, at most (with PIPELINING; without, one).
+const MAX_OUTSTANDING: usize = 4;
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -150,6 +168,7 @@ impl fmt::Debug for Client {
             .field("dialect", &self.dialect)
             .field("extensions", &self.extensions)
             .field("in_data", &self.in_data)
+            .field("chunking", &self.chunking.is_some())
             .field("broken", &self.broken)
             .finish_non_exhaustive()
     }
@@ -209,6 +228,8 @@ impl Client {
             output: Vec::new(),
             stuffer: DotStuffer::new(),
             in_data: false,
+            chunking: None,
+            outstanding: 0,
             broken: false,
         };
         client.greeting = client.expect("greeting", 220, timeouts.connect).await?;
@@ -285,15 +306,37 @@ impl Client {
         self.broken
     }
 
-    /// True between a `354` to [`data`](Client::data) and [`end_data`](Client::end_data).
+    /// True between a `354` to [`data`](Client::data) (or [`bdat`](Client::bdat)) and
+    /// [`end_data`](Client::end_data).
     pub fn in_data(&self) -> bool {
         self.in_data
     }
 
+    /// True when the connection can be used again for another transaction: not broken, not
+    /// in data, no reply owed, nothing unread from the server, and the server has not closed
+    /// it (checked without waiting). A connection that is not clean must not be pooled.
+    pub fn is_clean(&mut self) -> bool {
+        if self.broken || self.in_data || self.outstanding > 0 || !self.input.is_empty() {
+            return false;
+        }
+        let mut byte = [0u8; 1];
+        let mut buf = tokio::io::ReadBuf::new(&mut byte);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::pin::Pin::new(&mut self.io).poll_read(&mut cx, &mut buf) {
+            // Nothing to read: the server is quiet, as it must be between transactions.
+            std::task::Poll::Pending => true,
+            // Closed (0 bytes), unsolicited bytes, or an error: not reusable.
+            std::task::Poll::Ready(_) => {
+                self.broken = true;
+                false
+            }
+        }
+    }
+
     /// Sends `MAIL FROM:<sender>` with the parameters the server can take: `SIZE` (when it
-    /// advertises SIZE), `BODY=8BITMIME`/`BODY=7BIT` (8BITMIME; `BINARYMIME` is sent as
-    /// `8BITMIME`, since the data goes with DATA) and `SMTPUTF8` (SMTPUTF8). Other parameters
-    /// (DSN's `RET`, `ENVID`) are not forwarded.
+    /// advertises SIZE), `BODY=BINARYMIME` (BINARYMIME; the data must then go with
+    /// [`bdat`](Client::bdat)), `BODY=8BITMIME`/`BODY=7BIT` (8BITMIME) and `SMTPUTF8`
+    /// (SMTPUTF8). DSN's parameters are never received, so never forwarded.
     ///
     /// Returns the server's reply, positive or not.
     ///
@@ -376,26 +419,103 @@ impl Client {
         Ok(reply)
     }
 
-    /// Writes a chunk of message data, dot-stuffing it on the way (a `.` that starts a line is
-    /// doubled; a line starts after every LF, so a bare LF cannot smuggle a `.` past a lax
-    /// server). The chunk is written out before this returns; nothing else is kept.
+    /// Starts the data with RFC 3030 chunking instead of `DATA` (nothing is sent yet): needs
+    /// CHUNKING from the server. `binary` content (`BODY=BINARYMIME`) goes byte for byte;
+    /// anything else has its bare CR and LF turned into CR LF, as with `DATA`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DownstreamProtocol`] when the server did not offer CHUNKING.
+    pub fn bdat(&mut self, binary: bool) -> Result<(), Error> {
+        self.check_usable()?;
+        if !self.supports("CHUNKING") {
+            return Err(self.protocol("BDAT without CHUNKING".into()));
+        }
+        self.in_data = true;
+        self.chunking = Some(Chunking { binary });
+        self.stuffer = DotStuffer::new();
+        Ok(())
+    }
+
+    /// Writes a chunk of message data. After `DATA`: line ends normalised and dot-stuffed (a
+    /// `.` that starts a line is doubled). After [`bdat`](Client::bdat): one `BDAT n` chunk,
+    /// its reply read later (up to a few chunks ahead with PIPELINING). The chunk is written
+    /// out before this returns; nothing else is kept.
     ///
     /// # Errors
     ///
     /// [`Error::DownstreamIo`] when the connection fails, or when not
     /// [in data](Client::in_data); [`Error::DownstreamTimeout`] when the server does not take
-    /// the chunk within `Timeouts::data`.
+    /// the chunk within `Timeouts::data`; [`Error::DownstreamRefused`] when the server refuses
+    /// a BDAT chunk (the message cannot go on).
     pub async fn send_data(&mut self, chunk: &[u8]) -> Result<(), Error> {
         self.check_in_data()?;
+        if chunk.is_empty() {
+            return Ok(());
+        }
         let mut output = std::mem::take(&mut self.output);
         output.clear();
-        self.stuffer.stuff(chunk, &mut output);
-        let result = self.write_timed(&output, "data", self.timeouts.data).await;
+        let result = match self.chunking {
+            None => {
+                self.stuffer.stuff(chunk, &mut output);
+                self.write_timed(&output, "data", self.timeouts.data).await
+            }
+            Some(Chunking { binary }) => {
+                let body = if binary {
+                    chunk
+                } else {
+                    self.stuffer.normalize(chunk, &mut output);
+                    &output[..]
+                };
+                self.send_chunk(body, false).await
+            }
+        };
         self.output = output;
         result
     }
 
-    /// Ends the data: adds CR LF if the data did not end in one, then sends `.` CR LF. Read
+    /// One `BDAT` chunk (or the last, empty or not), then the replies owed beyond the window.
+    async fn send_chunk(&mut self, body: &[u8], last: bool) -> Result<(), Error> {
+        if body.is_empty() && !last {
+            return Ok(());
+        }
+        let head = if last {
+            format!("BDAT {} LAST\r\n", body.len())
+        } else {
+            format!("BDAT {}\r\n", body.len())
+        };
+        log::trace!("{}: C: {}", self.endpoint, head.trim_end());
+        self.write_timed(head.as_bytes(), "data", self.timeouts.data)
+            .await?;
+        self.write_timed(body, "data", self.timeouts.data).await?;
+        if last {
+            return Ok(());
+        }
+        self.outstanding += 1;
+        let window = if self.supports("PIPELINING") {
+            MAX_OUTSTANDING
+        } else {
+            0
+        };
+        while self.outstanding > window {
+            self.chunk_reply().await?;
+        }
+        Ok(())
+    }
+
+    /// Reads the reply to one BDAT chunk sent before: a refusal ends the message.
+    async fn chunk_reply(&mut self) -> Result<(), Error> {
+        let reply = self.reply("BDAT", self.timeouts.command).await?;
+        self.outstanding -= 1;
+        if reply.is_positive() {
+            Ok(())
+        } else {
+            Err(self.refused("BDAT", reply))
+        }
+    }
+
+    /// Ends the data: after `DATA`, CR LF if the data did not end in one, then `.` CR LF;
+    /// after [`bdat`](Client::bdat), `BDAT 0 LAST` (after reading every chunk's reply). Read
     /// the outcome with [`final_reply`](Client::final_reply).
     ///
     /// # Errors
@@ -403,11 +523,26 @@ impl Client {
     /// As [`send_data`](Client::send_data).
     pub async fn end_data(&mut self) -> Result<(), Error> {
         self.check_in_data()?;
-        let mut end = Vec::with_capacity(5);
-        self.stuffer.finish(&mut end);
-        self.write_timed(&end, "end of data", self.timeouts.data)
-            .await?;
+        match self.chunking {
+            None => {
+                let mut end = Vec::with_capacity(5);
+                self.stuffer.finish(&mut end);
+                self.write_timed(&end, "end of data", self.timeouts.data)
+                    .await?;
+            }
+            Some(Chunking { binary }) => {
+                let mut tail = Vec::with_capacity(2);
+                if !binary {
+                    self.stuffer.finish_normalized(&mut tail);
+                }
+                while self.outstanding > 0 {
+                    self.chunk_reply().await?;
+                }
+                self.send_chunk(&tail, true).await?;
+            }
+        }
         self.in_data = false;
+        self.chunking = None;
         Ok(())
     }
 
@@ -416,8 +551,16 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// [`Error::DownstreamTimeout`] after `Timeouts::final_reply`, and the other errors of a
-    /// failed step.
+    /// [`Error::DownstreamTimeout`] after `limit`, and the other errors of a failed step.
+    pub async fn final_reply_within(&mut self, limit: Duration) -> Result<Reply, Error> {
+        self.reply("end of data", limit).await
+    }
+
+    /// [`final_reply_within`](Client::final_reply_within) the whole `Timeouts::final_reply`.
+    ///
+    /// # Errors
+    ///
+    /// As [`final_reply_within`](Client::final_reply_within).
     pub async fn final_reply(&mut self) -> Result<Reply, Error> {
         self.reply("end of data", self.timeouts.final_reply).await
     }
@@ -448,11 +591,15 @@ impl Client {
         if let (Some(size), true) = (params.size, self.supports("SIZE")) {
             line.push_str(&format!(" SIZE={size}"));
         }
-        if let (Some(body), true) = (params.body, self.supports("8BITMIME")) {
-            line.push_str(match body {
-                Body::SevenBit => " BODY=7BIT",
-                Body::EightBitMime | Body::BinaryMime => " BODY=8BITMIME",
-            });
+        match params.body {
+            Some(Body::BinaryMime) if self.supports("BINARYMIME") => {
+                line.push_str(" BODY=BINARYMIME")
+            }
+            Some(Body::SevenBit) if self.supports("8BITMIME") => line.push_str(" BODY=7BIT"),
+            Some(Body::EightBitMime | Body::BinaryMime) if self.supports("8BITMIME") => {
+                line.push_str(" BODY=8BITMIME")
+            }
+            _ => {}
         }
         if params.smtputf8 && self.supports("SMTPUTF8") {
             line.push_str(" SMTPUTF8");
@@ -660,14 +807,17 @@ fn parse_extensions(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Dot-stuffing of message data that arrives in chunks (RFC 5321 4.5.2).
+/// Line ends and dot-stuffing of message data that arrives in chunks (RFC 5321 2.3.8 and
+/// 4.5.2): a bare CR or a bare LF becomes CR LF, and (for `DATA`) a `.` that starts a line
+/// is doubled.
 ///
-/// Remembers across chunks whether the next byte starts a line, and the last two bytes, so
-/// that the end can be made `CR LF . CR LF` exactly once.
+/// Remembers across chunks whether the last byte was a CR (its LF may come next) and whether
+/// the next byte starts a line, so that the end can be made `CR LF . CR LF` exactly once.
 #[derive(Debug, Clone)]
 struct DotStuffer {
     line_start: bool,
-    tail: [u8; 2],
+    /// A CR ended the last chunk: CR LF, or a bare CR, depending on the next byte.
+    cr: bool,
 }
 
 impl DotStuffer {
@@ -675,40 +825,75 @@ impl DotStuffer {
         // An empty message is just the final ".": as if a line had just ended.
         DotStuffer {
             line_start: true,
-            tail: *b"\r\n",
+            cr: false,
         }
     }
 
-    /// Appends `chunk` to `out`, doubling every `.` that starts a line.
+    /// Appends `chunk` to `out` with CR LF line ends, doubling every `.` that starts a line.
     fn stuff(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
-        out.reserve(chunk.len() + chunk.len() / 64 + 1);
+        self.encode(chunk, out, true);
+    }
+
+    /// Appends `chunk` to `out` with CR LF line ends (BDAT: no dot-stuffing).
+    fn normalize(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        self.encode(chunk, out, false);
+    }
+
+    fn encode(&mut self, chunk: &[u8], out: &mut Vec<u8>, dots: bool) {
+        if chunk.is_empty() {
+            return;
+        }
+        out.reserve(chunk.len() + chunk.len() / 64 + 3);
         let mut rest = chunk;
+        if self.cr {
+            self.cr = false;
+            out.extend_from_slice(b"\r\n");
+            self.line_start = true;
+            if rest.first() == Some(&b'\n') {
+                rest = &rest[1..];
+            }
+        }
         while !rest.is_empty() {
-            if self.line_start && rest[0] == b'.' {
+            if dots && self.line_start && rest[0] == b'.' {
                 out.push(b'.');
             }
-            let line_len = rest
-                .iter()
-                .position(|&b| b == b'\n')
-                .map_or(rest.len(), |i| i + 1);
-            let (line, tail) = rest.split_at(line_len);
-            out.extend_from_slice(line);
-            self.line_start = line.ends_with(b"\n");
-            rest = tail;
-        }
-        match chunk {
-            [] => {}
-            [only] => self.tail = [self.tail[1], *only],
-            [.., a, b] => self.tail = [*a, *b],
+            match memchr::memchr2(b'\r', b'\n', rest) {
+                None => {
+                    out.extend_from_slice(rest);
+                    self.line_start = false;
+                    return;
+                }
+                Some(i) => {
+                    out.extend_from_slice(&rest[..i]);
+                    if rest[i] == b'\r' && i + 1 == rest.len() {
+                        // Its LF, if any, is in the next chunk.
+                        self.cr = true;
+                        self.line_start = false;
+                        return;
+                    }
+                    let crlf = rest[i] == b'\r' && rest[i + 1] == b'\n';
+                    out.extend_from_slice(b"\r\n");
+                    self.line_start = true;
+                    rest = &rest[i + if crlf { 2 } else { 1 }..];
+                }
+            }
         }
     }
 
     /// Appends the end of data: CR LF unless the data ended in one, then `.` CR LF.
-    fn finish(&self, out: &mut Vec<u8>) {
-        if &self.tail != b"\r\n" {
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        self.finish_normalized(out);
+        out.extend_from_slice(b".\r\n");
+    }
+
+    /// Appends what ends the data's last line: a held CR as CR LF; and CR LF after a last
+    /// line without one (a message always ends in CR LF on the way out).
+    fn finish_normalized(&mut self, out: &mut Vec<u8>) {
+        if self.cr || !self.line_start {
             out.extend_from_slice(b"\r\n");
         }
-        out.extend_from_slice(b".\r\n");
+        self.cr = false;
+        self.line_start = true;
     }
 }
 
@@ -735,12 +920,14 @@ mod tests {
             (b"a\r\n.\r\nb\r\n", b"a\r\n..\r\nb\r\n.\r\n"),
             (b"..x\r\n", b"...x\r\n.\r\n"),
             (b"a.b\r\n.c", b"a.b\r\n..c\r\n.\r\n"),
-            // A line starts after a bare LF too: a lax server must not see an end there.
-            (b"a\n.\nb", b"a\n..\nb\r\n.\r\n"),
-            // A bare CR neither starts a line nor ends the data.
-            (b"a\r.b\r", b"a\r.b\r\r\n.\r\n"),
-            (b"a\n", b"a\n\r\n.\r\n"),
+            // Bare LF and bare CR become CR LF: a lax server can never see an end there.
+            (b"a\n.\nb", b"a\r\n..\r\nb\r\n.\r\n"),
+            (b"a\r.b\r", b"a\r\n..b\r\n.\r\n"),
+            (b"a\n", b"a\r\n.\r\n"),
             (b"\r\n", b"\r\n.\r\n"),
+            (b"\r", b"\r\n.\r\n"),
+            (b"a\r\r\nb", b"a\r\n\r\nb\r\n.\r\n"),
+            (b"\n.\r\n", b"\r\n..\r\n.\r\n"),
         ];
         for (input, expected) in cases {
             assert_eq!(

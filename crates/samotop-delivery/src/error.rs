@@ -136,6 +136,13 @@ pub enum Error {
         /// What is wrong with it (for a bad regex, the regex crate's message).
         reason: String,
     },
+    /// A per-recipient Maildir already has as many mailboxes as allowed
+    /// ([`Maildir::max_mailboxes`](crate::Maildir::max_mailboxes)).
+    #[error("the mailbox limit ({max}) is reached")]
+    MailboxLimit {
+        /// The limit.
+        max: usize,
+    },
     /// A `--maildir-layout` value other than `single` or `per-recipient`.
     #[error("unknown Maildir layout {value:?}: expected single or per-recipient")]
     BadLayout {
@@ -152,6 +159,7 @@ impl Error {
     /// * the downstream LMTP/SMTP server unreachable or not answering
     ///   ([`Error::DownstreamConnect`], [`Error::DownstreamTimeout`]): `451 4.4.1`;
     /// * the connection to it lost ([`Error::DownstreamIo`]): `451 4.4.2`;
+    /// * [`Error::MailboxLimit`]: `452 4.3.1`;
     /// * anything else: [`reply::DELIVERY_FAILED`], `451 4.3.0`.
     ///
     /// ```
@@ -169,6 +177,7 @@ impl Error {
                 reply::DOWNSTREAM_UNAVAILABLE
             }
             Error::DownstreamIo { .. } => reply::DOWNSTREAM_LOST,
+            Error::MailboxLimit { .. } => reply::INSUFFICIENT_STORAGE,
             _ if self.is_storage_full() => reply::INSUFFICIENT_STORAGE,
             _ => reply::DELIVERY_FAILED,
         }

@@ -10,7 +10,8 @@
 //!   fsync of `new/`), in one directory or in one per recipient ([`Layout`]). The default
 //!   backend of the `samotop` server (`--deliver maildir:DIR`).
 //! * [`Proxy`]: passes each transaction through to an LMTP server such as Dovecot, or to
-//!   another SMTP server, step by step; [`Client`] is the LMTP/SMTP client under it.
+//!   another SMTP server, step by step (BDAT where the server takes it); [`Client`] is the
+//!   LMTP/SMTP client under it, [`Delivered`] its memory of what a retry must skip.
 //! * [`Stdout`]: prints each message; [`Null`]: accepts and forgets (benchmarks).
 //! * [`RecipientMap`] and [`Mapped`]: rewrite recipients with `REGEX=REPLACE` rules before
 //!   an inner backend sees them (`--map`).
@@ -70,8 +71,10 @@ pub use stdout::{Stdout, StdoutTransaction};
 
 // Owned by the LMTP/SMTP client work:
 mod client;
+mod delivered;
 mod proxy;
 pub use client::{Client, Dialect, Endpoint, Timeouts};
+pub use delivered::Delivered;
 pub use proxy::{Proxy, ProxyTransaction};
 
 // Owned by the trigger work: the generic combinators.

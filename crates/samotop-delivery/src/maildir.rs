@@ -29,9 +29,10 @@ mod name;
 mod store;
 mod sync;
 
+use std::collections::HashSet;
 use std::mem;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use samotop_core::{
     Envelope, MailDispatch, Outcomes, Protocol, Recipient, Refusal, SessionInfo, Transaction,
@@ -67,9 +68,31 @@ pub struct Maildir {
 struct Config {
     root: PathBuf,
     layout: Layout,
+    /// Lower-case local parts for [`Layout::PerRecipient`].
+    fold_case: bool,
+    /// The Maildir++ folder for messages a check asked to quarantine (`.Junk`).
+    quarantine: Option<String>,
+    /// At most this many per-recipient mailboxes.
+    max_mailboxes: Option<usize>,
     /// `fsync`s of `new/` shared by the commits running at the same time.
     syncs: DirSyncs,
+    /// The mailboxes known (per-recipient): found at start, or made since; and whether their
+    /// stale `tmp/` files were cleaned yet.
+    mailboxes: Mutex<Mailboxes>,
 }
+
+/// The per-recipient mailboxes this process knows of.
+#[derive(Debug, Default)]
+struct Mailboxes {
+    /// Every mailbox directory known to exist (for the cap).
+    known: HashSet<PathBuf>,
+    /// Those whose `tmp/` was cleaned of leftovers in this process.
+    cleaned: HashSet<PathBuf>,
+}
+
+/// Mailboxes whose `tmp/` cleaning is remembered; past it the memory starts over (a mailbox
+/// is then cleaned once more: cheap and harmless).
+const MAX_REMEMBERED: usize = 100_000;
 
 impl Maildir {
     /// A Maildir backend storing under `dir` (`--deliver maildir:DIR`) with `layout`
@@ -80,9 +103,60 @@ impl Maildir {
             config: Arc::new(Config {
                 root: dir.into(),
                 layout,
+                fold_case: false,
+                quarantine: None,
+                max_mailboxes: None,
                 syncs: DirSyncs::default(),
+                mailboxes: Mutex::new(Mailboxes::default()),
             }),
         }
+    }
+
+    fn config_mut(&mut self) -> &mut Config {
+        // Setters run before the Maildir is shared; a clone made earlier keeps the old
+        // settings.
+        Arc::make_mut(&mut self.config)
+    }
+
+    /// [`Layout::PerRecipient`]: lower-case the local part too (`John@x` and `john@x` are
+    /// one mailbox; `--maildir-fold-case`). Default off: RFC 5321 2.4 lets local parts be
+    /// case-sensitive.
+    pub fn fold_case(mut self, fold: bool) -> Self {
+        self.config_mut().fold_case = fold;
+        self
+    }
+
+    /// Messages a check asked to quarantine ([`Envelope::quarantine`], e.g. DMARC
+    /// `p=quarantine` under `--dmarc enforce`) go into this Maildir++ folder of each mailbox
+    /// (`.Junk`: `DIR/.Junk/new/`, which Dovecot shows as the folder `Junk`), instead of the
+    /// inbox. The name must start with `.` and hold no `/`. Default: none (the inbox).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadMailboxName`] for a name that is not a Maildir++ folder.
+    pub fn quarantine_folder(mut self, folder: &str) -> Result<Self, Error> {
+        let ok = folder.len() > 1
+            && folder.starts_with('.')
+            && folder != ".."
+            && !folder.contains(['/', '\\'])
+            && !folder.chars().any(char::is_control);
+        if !ok {
+            return Err(Error::BadMailboxName {
+                address: folder.to_string(),
+                reason: "a quarantine folder is a Maildir++ folder: '.' and a name, no '/'",
+            });
+        }
+        self.config_mut().quarantine = Some(folder.to_string());
+        Ok(self)
+    }
+
+    /// [`Layout::PerRecipient`]: at most this many mailboxes (those found at start count).
+    /// A recipient that would need one more gets `452 4.3.1` at RCPT time. Default: no cap;
+    /// the `samotop` binary wants this or `--accept-domain` for the per-recipient layout, so
+    /// that anyone cannot make mailboxes without end.
+    pub fn max_mailboxes(mut self, max: usize) -> Self {
+        self.config_mut().max_mailboxes = Some(max);
+        self
     }
 
     /// The directory given to [`new`](Maildir::new).
@@ -109,7 +183,8 @@ impl Maildir {
     /// # Ok::<(), samotop_delivery::Error>(())
     /// ```
     pub fn mailbox_dir(&self, address: &str) -> Result<PathBuf, Error> {
-        layout::mailbox_dir(&self.config.root, self.config.layout, address)
+        let c = &self.config;
+        layout::mailbox_dir(&c.root, c.layout, c.fold_case, address)
     }
 
     /// Makes the directory now (and, for [`Layout::Single`], its `tmp/`, `new/`, `cur/`),
@@ -132,9 +207,67 @@ impl Maildir {
                 std::fs::create_dir_all(&self.config.root).map_err(|source| Error::CreateDir {
                     path: self.config.root.clone(),
                     source,
-                })
+                })?;
+                let found = store::mailboxes(&self.config.root);
+                log::info!(
+                    "{} mailboxes under {}",
+                    found.len(),
+                    self.config.root.display()
+                );
+                self.config.mailboxes().known.extend(found);
+                Ok(())
             }
         }
+    }
+}
+
+impl Clone for Config {
+    /// The same settings, with fresh shared state (directory syncs, known mailboxes).
+    fn clone(&self) -> Self {
+        Config {
+            root: self.root.clone(),
+            layout: self.layout,
+            fold_case: self.fold_case,
+            quarantine: self.quarantine.clone(),
+            max_mailboxes: self.max_mailboxes,
+            syncs: DirSyncs::default(),
+            mailboxes: Mutex::new(Mailboxes::default()),
+        }
+    }
+}
+
+impl Config {
+    fn mailboxes(&self) -> std::sync::MutexGuard<'_, Mailboxes> {
+        // Inserts only: a panic elsewhere cannot leave the sets inconsistent.
+        self.mailboxes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a place for a per-recipient mailbox, or says it would be one too many.
+    fn admit_mailbox(&self, dir: &Path) -> Result<(), Error> {
+        let mut boxes = self.mailboxes();
+        if boxes.known.contains(dir) {
+            return Ok(());
+        }
+        if let Some(max) = self.max_mailboxes {
+            if boxes.known.len() >= max {
+                return Err(Error::MailboxLimit { max });
+            }
+        }
+        boxes.known.insert(dir.to_path_buf());
+        Ok(())
+    }
+
+    /// The mailboxes among `dirs` whose `tmp/` this process has not cleaned yet (marked
+    /// cleaned now).
+    fn to_clean(&self, dirs: &[PathBuf]) -> Vec<PathBuf> {
+        let mut boxes = self.mailboxes();
+        if boxes.cleaned.len() > MAX_REMEMBERED {
+            boxes.cleaned.clear();
+        }
+        dirs.iter()
+            .filter(|d| boxes.cleaned.insert((*d).clone()))
+            .cloned()
+            .collect()
     }
 }
 
@@ -285,10 +418,17 @@ impl Transaction for MaildirTransaction {
             return Err(reply::DELIVERY_FAILED);
         }
         let c = &self.config;
-        let dir = layout::mailbox_dir(&c.root, c.layout, &recipient.address).map_err(|e| {
-            log::info!("maildir {}: refusing recipient: {e}", self.id);
-            e.reply()
-        })?;
+        let dir = layout::mailbox_dir(&c.root, c.layout, c.fold_case, &recipient.address)
+            .and_then(|dir| {
+                if c.layout == Layout::PerRecipient {
+                    c.admit_mailbox(&dir)?;
+                }
+                Ok(dir)
+            })
+            .map_err(|e| {
+                log::info!("maildir {}: refusing recipient: {e}", self.id);
+                e.reply()
+            })?;
         let index = match self.dirs.iter().position(|d| *d == dir) {
             Some(index) => index,
             None => {
@@ -311,8 +451,28 @@ impl Transaction for MaildirTransaction {
         }
         self.begun = true;
         self.lmtp = info.protocol == Protocol::Lmtp;
+        if let (true, Some(folder)) = (envelope.quarantine, &self.config.quarantine) {
+            log::info!("maildir {}: quarantined into {folder}", self.id);
+            self.dirs = self.dirs.iter().map(|d| d.join(folder)).collect();
+        }
         let dirs = self.dirs.clone();
-        match tokio::task::spawn_blocking(move || store::open_all(&dirs)).await {
+        let clean = match self.config.layout {
+            Layout::PerRecipient => self.config.to_clean(&dirs),
+            Layout::Single => Vec::new(),
+        };
+        let open = move || {
+            for dir in &clean {
+                let removed = store::clean_tmp(&dir.join("tmp"), STALE_TMP);
+                if removed > 0 {
+                    log::info!(
+                        "removed {removed} stale files (older than 36 hours) from {}/tmp",
+                        dir.display()
+                    );
+                }
+            }
+            store::open_all(&dirs)
+        };
+        match tokio::task::spawn_blocking(open).await {
             Ok(Ok(copies)) => {
                 self.tmp = copies.iter().map(Copy::tmp_path).collect();
                 self.copies = Some(copies);

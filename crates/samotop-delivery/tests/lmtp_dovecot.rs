@@ -115,7 +115,7 @@ async fn an_unknown_user_gets_dovecots_550_at_rcpt_time() {
 }
 
 #[tokio::test]
-async fn dovecot_stopped_means_4xx_at_mail() {
+async fn dovecot_stopped_means_4xx_at_the_first_rcpt() {
     let mut dovecot = Dovecot::start();
     let proxy = proxy(dovecot.socket());
     let outcomes = deliver(&proxy, &[(ALICE, ALICE)], &[b"Subject: one\r\n\r\nx\r\n"]).await;
@@ -123,9 +123,13 @@ async fn dovecot_stopped_means_4xx_at_mail() {
     assert_eq!(proxy.idle_connections(), 1);
     dovecot.stop();
 
-    // The pooled connection is dead, and a new one cannot be made.
-    let reply = proxy
+    // The pooled connection is dead, and a new one cannot be made: the first RCPT says so.
+    let mut tx = proxy
         .open(&session(), &envelope("sender@example.net"))
+        .await
+        .expect("nothing asked of Dovecot yet");
+    let reply = tx
+        .add_recipient(&recipient(ALICE, ALICE))
         .await
         .expect_err("no Dovecot, no transaction");
     assert_eq!(
@@ -137,8 +141,12 @@ async fn dovecot_stopped_means_4xx_at_mail() {
 
     // A socket that never existed: the same.
     let nowhere = self::proxy(dovecot.dir().join("no-such.sock"));
-    let reply = nowhere
+    let mut tx = nowhere
         .open(&session(), &envelope(""))
+        .await
+        .expect("nothing asked yet");
+    let reply = tx
+        .add_recipient(&recipient(ALICE, ALICE))
         .await
         .expect_err("nothing listens");
     assert!(reply.is_transient(), "{reply}");

@@ -491,3 +491,37 @@ async fn a_failed_begin_is_sticky() {
     assert_eq!(tx.commit().await, vec![Err(reply)]);
     assert!(files(&root.path().join("new")).is_empty());
 }
+
+/// A message a check quarantined goes into the Maildir++ folder of each mailbox.
+#[tokio::test]
+async fn quarantined_messages_go_into_the_folder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let maildir = created(
+        Maildir::new(dir.path(), Layout::PerRecipient)
+            .quarantine_folder(".Junk")
+            .expect("a Maildir++ folder"),
+    );
+    let info = info(Protocol::Smtp);
+    let mut env = Envelope::new(sender(), MailParams::default(), "q.1".into());
+    let mut tx = maildir.open(&info, &env).await.expect("open");
+    let r = recipient("alice@example.org");
+    tx.add_recipient(&r).await.expect("recipient");
+    env.recipients.push(r);
+    env.quarantine = true;
+    tx.begin(&info, &env).await.expect("begin");
+    tx.write(b"Subject: suspicious\r\n\r\nx\r\n")
+        .await
+        .expect("data");
+    assert_eq!(tx.commit().await, vec![Ok(())]);
+    let junk = dir.path().join("example.org/alice/.Junk/new");
+    assert_eq!(fs::read_dir(&junk).expect("the folder").count(), 1);
+    assert!(!dir.path().join("example.org/alice/new").exists());
+    for bad in ["Junk", ".", "..", "./x", ".a/b", ""] {
+        assert!(
+            Maildir::new(dir.path(), Layout::Single)
+                .quarantine_folder(bad)
+                .is_err(),
+            "{bad:?}"
+        );
+    }
+}

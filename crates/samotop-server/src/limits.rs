@@ -1,12 +1,59 @@
-//! Connection limits: at once overall, and at once per peer address (IPv6 per /64).
+//! Connection limits: at once overall, and at once per peer address (IPv6 per /64), and
+//! [`ServerLimits`], the bounds of the [`Server`](crate::Server) around its sessions.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use samotop_core::Refusal;
-use samotop_core::reply;
+use ipnet::IpNet;
+
+use samotop_core::{Refusal, reply};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// The bounds of a [`Server`](crate::Server) around its sessions (the sessions' own are
+/// [`samotop_core::Limits`]). Every one is on by default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Connections at once. Default 1000. Over it: [`reply::TOO_MANY_CONNECTIONS`]
+    /// (`421 4.3.2`) at connect, and the connection is closed.
+    pub max_connections: usize,
+    /// Connections at once from one address (IPv4), or one /64 (IPv6), after the PROXY
+    /// header. Default 20 (RFC 5321 does not say; Postfix's per-client limit is 50, at most
+    /// half its processes); `0` turns it off. Over it: [`reply::TOO_MANY_CONNECTIONS_FROM_IP`]
+    /// (`421 4.7.0`) at connect.
+    pub max_connections_per_ip: usize,
+    /// Networks the per-IP limit does not count (Postfix's
+    /// `smtpd_client_event_limit_exceptions`). Default loopback (`127.0.0.0/8`, `::1/128`):
+    /// the machine's own clients. A balancer without PROXY protocol belongs here too.
+    pub per_ip_exempt: Vec<IpNet>,
+    /// Time for a trusted proxy's PROXY header (HAProxy's PROXY protocol has no timeout of its
+    /// own). Default 10 s. Over it: the connection is closed without a reply.
+    pub proxy_header_timeout: Duration,
+    /// Time that sessions in flight get to finish after the shutdown signal (SIGTERM or
+    /// SIGINT). Default 30 s. Sessions still open after it are cut off.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            max_connections: 1000,
+            max_connections_per_ip: 20,
+            per_ip_exempt: loopback(),
+            proxy_header_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `127.0.0.0/8` and `::1/128`.
+pub fn loopback() -> Vec<IpNet> {
+    ["127.0.0.0/8", "::1/128"]
+        .iter()
+        .filter_map(|n| n.parse().ok())
+        .collect()
+}
 
 /// The key a peer is counted under: the IPv4 address, or the IPv6 /64.
 pub fn ip_key(ip: IpAddr) -> IpAddr {
@@ -26,7 +73,9 @@ pub fn ip_key(ip: IpAddr) -> IpAddr {
 #[derive(Clone)]
 pub struct ConnLimits {
     total: Arc<Semaphore>,
+    max: usize,
     per_ip: usize,
+    exempt: Arc<Vec<IpNet>>,
     by_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
 
@@ -38,11 +87,14 @@ pub struct Slot {
 }
 
 impl ConnLimits {
-    /// `total` connections at once; `per_ip` at once per key (0 = no per-IP limit).
-    pub fn new(total: usize, per_ip: usize) -> Self {
+    /// `total` connections at once; `per_ip` at once per key (0 = no per-IP limit), not
+    /// counting peers in `exempt`.
+    pub fn new(total: usize, per_ip: usize, exempt: Vec<IpNet>) -> Self {
         ConnLimits {
             total: Arc::new(Semaphore::new(total.max(1))),
+            max: total.max(1),
             per_ip,
+            exempt: Arc::new(exempt),
             by_ip: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -66,6 +118,13 @@ impl ConnLimits {
         if self.per_ip == 0 {
             return Ok(());
         }
+        let plain = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        if self.exempt.iter().any(|net| net.contains(&plain)) {
+            return Ok(());
+        }
         let key = ip_key(ip);
         let mut map = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
         let count = map.entry(key).or_insert(0);
@@ -78,8 +137,8 @@ impl ConnLimits {
     }
 
     /// Connections open now.
-    pub fn open(&self, max: usize) -> usize {
-        max.saturating_sub(self.total.available_permits())
+    pub fn open(&self) -> usize {
+        self.max.saturating_sub(self.total.available_permits())
     }
 }
 
@@ -103,7 +162,7 @@ mod tests {
 
     #[test]
     fn per_ip_counts_and_frees() {
-        let limits = ConnLimits::new(10, 2);
+        let limits = ConnLimits::new(10, 2, Vec::new());
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let mut a = limits.admit().unwrap();
         limits.admit_ip(&mut a, ip).unwrap();
@@ -116,6 +175,23 @@ mod tests {
     }
 
     #[test]
+    fn exempt_networks_are_not_counted() {
+        let limits = ConnLimits::new(10, 1, loopback());
+        let local: IpAddr = "127.0.0.2".parse().unwrap();
+        let mapped: IpAddr = "::ffff:127.0.0.3".parse().unwrap();
+        for ip in [local, local, mapped, mapped, "::1".parse().unwrap()] {
+            let mut slot = limits.admit().unwrap();
+            limits.admit_ip(&mut slot, ip).unwrap();
+            std::mem::forget(slot);
+        }
+        let other: IpAddr = "192.0.2.7".parse().unwrap();
+        let mut a = limits.admit().unwrap();
+        limits.admit_ip(&mut a, other).unwrap();
+        let mut b = limits.admit().unwrap();
+        assert!(limits.admit_ip(&mut b, other).is_err());
+    }
+
+    #[test]
     fn ipv6_by_64() {
         let a: IpAddr = "2001:db8:1:2:3::1".parse().unwrap();
         let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
@@ -124,7 +200,7 @@ mod tests {
 
     #[test]
     fn total() {
-        let limits = ConnLimits::new(1, 0);
+        let limits = ConnLimits::new(1, 0, Vec::new());
         let _a = limits.admit().unwrap();
         assert!(limits.admit().is_err());
     }

@@ -1,56 +1,120 @@
 //! Listeners: TCP and Unix sockets for SMTP, implicit-TLS SMTP and LMTP; one task per
 //! connection.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use samotop_core::{BoxDispatch, Driver, Guards, Peer, SessionInfo};
+use samotop_core::{DataCheck, Driver, Guard, MailDispatch, Peer, SessionInfo};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 
-use crate::cli::ListenAddr;
 use crate::limits::ConnLimits;
-use crate::proxy::ProxyPolicy;
+use crate::proxy_protocol::ProxyPolicy;
 use crate::tls::Tls;
 
+/// Where a listener listens: `host:port` or `unix:PATH`, as on the command line.
+///
+/// ```
+/// use samotop_server::ListenAddr;
+/// assert_eq!("127.0.0.1:25".parse(), Ok(ListenAddr::Tcp("127.0.0.1:25".into())));
+/// assert_eq!("unix:/run/s.sock".parse(), Ok(ListenAddr::Unix("/run/s.sock".into())));
+/// assert!("25".parse::<ListenAddr>().is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// `host:port` (port 0: any free port, see [`Running::local_addrs`](crate::Running)).
+    Tcp(String),
+    /// `unix:PATH`. A stale socket file left by a dead server is replaced; a live one is not.
+    Unix(PathBuf),
+}
+
+impl FromStr for ListenAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("unix: needs a path, e.g. unix:/run/samotop.sock".into());
+            }
+            return Ok(ListenAddr::Unix(PathBuf::from(path)));
+        }
+        match s.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                Ok(ListenAddr::Tcp(s.to_string()))
+            }
+            _ => Err(format!("'{s}' is not host:port or unix:PATH")),
+        }
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp(a) => f.write_str(a),
+            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
 /// What a listener speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
-    /// SMTP, STARTTLS when a certificate is configured.
+    /// SMTP, with STARTTLS when TLS is configured.
     Smtp,
-    /// SMTP inside implicit TLS.
+    /// SMTP inside implicit TLS (port 465, RFC 8314).
     Smtps,
-    /// LMTP.
+    /// LMTP (RFC 2033).
     Lmtp,
 }
 
+impl Kind {
+    /// `smtp`, `smtps` or `lmtp`, for logs.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Kind::Smtp => "smtp",
+            Kind::Smtps => "smtps",
+            Kind::Lmtp => "lmtp",
+        }
+    }
+}
+
 /// A bound socket.
-pub enum Socket {
-    /// TCP.
+pub(crate) enum Socket {
     Tcp(TcpListener),
-    /// Unix; the path is removed when the listener ends.
+    /// The path is removed when the listener ends.
     Unix(UnixListener, PathBuf),
 }
 
-/// Everything a connection task needs, shared.
-pub struct Shared {
-    /// SMTP driver (also used for implicit TLS).
-    pub smtp: Arc<Driver<BoxDispatch, Guards>>,
-    /// LMTP driver.
-    pub lmtp: Arc<Driver<BoxDispatch, Guards>>,
-    /// TLS, when configured.
+impl Socket {
+    /// The address it listens on, with the port the system chose for port 0.
+    pub(crate) fn local_addr(&self) -> ListenAddr {
+        match self {
+            Socket::Tcp(l) => match l.local_addr() {
+                Ok(a) => ListenAddr::Tcp(a.to_string()),
+                Err(_) => ListenAddr::Tcp("?".into()),
+            },
+            Socket::Unix(_, path) => ListenAddr::Unix(path.clone()),
+        }
+    }
+}
+
+/// The driver of each protocol, and everything else a connection task needs.
+pub(crate) struct Shared<D, G, C> {
+    pub smtp: Driver<Arc<D>, Arc<G>, Arc<C>>,
+    pub lmtp: Driver<Arc<D>, Arc<G>, Arc<C>>,
     pub tls: Option<Tls>,
-    /// Connection limits.
     pub limits: ConnLimits,
-    /// PROXY protocol trust.
     pub proxy: ProxyPolicy,
-    /// Host name.
+    pub proxy_timeout: Duration,
+    pub handshake_timeout: Duration,
     pub name: String,
 }
 
 /// Binds a listener address, with a clear error.
-pub async fn bind(addr: &ListenAddr) -> Result<Socket, String> {
+pub(crate) async fn bind(addr: &ListenAddr) -> Result<Socket, String> {
     match addr {
         ListenAddr::Tcp(a) => bind_tcp(a)
             .await
@@ -105,10 +169,10 @@ async fn bind_unix(path: &Path) -> Result<Socket, String> {
 }
 
 /// Accepts connections until shutdown; each runs in its own task.
-pub async fn serve(
+pub(crate) async fn serve<D: MailDispatch, G: Guard, C: DataCheck>(
     socket: Socket,
     kind: Kind,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<D, G, C>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -124,7 +188,7 @@ pub async fn serve(
             Err(e) => {
                 // EMFILE and friends: log, breathe, go on.
                 log::warn!("accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
@@ -155,12 +219,16 @@ async fn accept(socket: &Socket) -> std::io::Result<Conn> {
     }
 }
 
-async fn handle(conn: Conn, kind: Kind, shared: Arc<Shared>) {
+async fn handle<D: MailDispatch, G: Guard, C: DataCheck>(
+    conn: Conn,
+    kind: Kind,
+    shared: Arc<Shared<D, G, C>>,
+) {
     let mut slot = match shared.limits.admit() {
         Ok(slot) => slot,
-        Err(reply) => {
-            log::warn!("connection refused: {reply}");
-            refuse(conn, &reply).await;
+        Err(refusal) => {
+            log::warn!("connection refused: {refusal}");
+            refuse(conn, &refusal).await;
             return;
         }
     };
@@ -168,16 +236,20 @@ async fn handle(conn: Conn, kind: Kind, shared: Arc<Shared>) {
         Conn::Tcp(mut stream, peer, local) => {
             // Behind a trusted proxy, the client from the PROXY header is the peer from here
             // on: per-IP limits, guards, SPF, logs and the Received header all see it.
-            let (peer, local) = match shared.proxy.resolve(&mut stream, peer, local).await {
+            let resolved = shared
+                .proxy
+                .resolve(&mut stream, peer, local, shared.proxy_timeout)
+                .await;
+            let (peer, local) = match resolved {
                 Ok(a) => (a.peer, a.local),
                 Err(e) => {
                     log::warn!("connection from {peer} closed: {e}");
                     return;
                 }
             };
-            if let Err(reply) = shared.limits.admit_ip(&mut slot, peer.ip()) {
-                log::warn!("connection from {} refused: {reply}", peer.ip());
-                let _ = stream.write_all(&reply.reply().to_bytes()).await;
+            if let Err(refusal) = shared.limits.admit_ip(&mut slot, peer.ip()) {
+                log::warn!("connection from {} refused: {refusal}", peer.ip());
+                let _ = stream.write_all(&refusal.reply().to_bytes()).await;
                 let _ = stream.shutdown().await;
                 return;
             }
@@ -198,8 +270,7 @@ async fn handle(conn: Conn, kind: Kind, shared: Arc<Shared>) {
             let Some(tls) = shared.tls.as_ref() else {
                 return;
             };
-            let handshake =
-                tokio::time::timeout(std::time::Duration::from_secs(30), tls.accept(io));
+            let handshake = tokio::time::timeout(shared.handshake_timeout, tls.accept(io));
             match handshake.await {
                 Ok(Ok((io, tls_info))) => {
                     info.tls = Some(tls_info);
@@ -213,8 +284,8 @@ async fn handle(conn: Conn, kind: Kind, shared: Arc<Shared>) {
     drop(slot);
 }
 
-async fn refuse(conn: Conn, reply: &samotop_core::Refusal) {
-    let bytes = reply.reply().to_bytes();
+async fn refuse(conn: Conn, refusal: &samotop_core::Refusal) {
+    let bytes = refusal.reply().to_bytes();
     match conn {
         Conn::Tcp(mut s, ..) => {
             let _ = s.write_all(&bytes).await;

@@ -34,10 +34,10 @@ pub async fn wait_for_signal(tls: Option<&Tls>) {
 }
 
 /// Waits until no session is open, or the grace period is over.
-pub async fn drain(limits: &ConnLimits, max: usize, grace: Duration) {
+pub async fn drain(limits: &ConnLimits, grace: Duration) {
     let deadline = Instant::now() + grace;
     loop {
-        let open = limits.open(max.max(1));
+        let open = limits.open();
         if open == 0 {
             return;
         }

@@ -7,7 +7,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
@@ -16,10 +15,6 @@ use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use samotop_core::{BoxIo, TlsInfo, TlsUpgrade, UpgradeFuture};
 use tokio_rustls::TlsAcceptor;
-
-/// A handshake (STARTTLS or implicit TLS) that takes longer than this ends the connection:
-/// a client that says STARTTLS and then nothing must not hold a connection slot forever.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where the certificate comes from.
 #[derive(Debug, Clone)]
@@ -103,7 +98,9 @@ impl Tls {
         }
     }
 
-    /// Implicit TLS: handshake first (for `--smtps`), bounded by [`HANDSHAKE_TIMEOUT`].
+    /// The server handshake on `io` (implicit TLS, `--smtps`). Not bounded here: the
+    /// [`Server`](crate::Server) and the core's driver bound it by
+    /// [`Limits::handshake_timeout`](samotop_core::Limits::handshake_timeout).
     pub async fn accept(&self, io: BoxIo) -> std::io::Result<(BoxIo, TlsInfo)> {
         handshake(self.current(), io).await
     }
@@ -116,15 +113,7 @@ impl TlsUpgrade for Tls {
 }
 
 async fn handshake(acceptor: TlsAcceptor, io: BoxIo) -> std::io::Result<(BoxIo, TlsInfo)> {
-    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
-        Ok(result) => result?,
-        Err(_) => {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("no TLS handshake within {}s", HANDSHAKE_TIMEOUT.as_secs()),
-            ));
-        }
-    };
+    let stream = acceptor.accept(io).await?;
     let (_, conn) = stream.get_ref();
     let version = match conn.protocol_version() {
         Some(rustls::ProtocolVersion::TLSv1_3) => "TLS1.3".to_string(),

@@ -23,7 +23,9 @@ pub enum Layout {
     /// after the recipient's delivery address (after any `--map`):
     ///
     /// * the address is split at its **last** `@`; the domain is lower-cased, the local part
-    ///   keeps its case, and a quoted local part (`"john doe"`) loses its quotes and escapes;
+    ///   keeps its case (unless [`Maildir::fold_case`](super::Maildir::fold_case) is on), and
+    ///   a quoted local part (`"john doe"`) loses its quotes and escapes; both are normalised
+    ///   to Unicode NFC, so that one name typed two ways is one mailbox;
     /// * an address without `@` (`Postmaster`, or a map's bare user name such as `john`)
     ///   goes to `DIR/<address>/`;
     /// * a name that could leave `DIR` or hide itself is refused at RCPT time with
@@ -69,8 +71,15 @@ impl FromStr for Layout {
     }
 }
 
-/// The Maildir directory for a delivery address under `root`, per `layout`.
-pub(crate) fn mailbox_dir(root: &Path, layout: Layout, address: &str) -> Result<PathBuf, Error> {
+/// The Maildir directory for a delivery address under `root`, per `layout`; the local part
+/// lower-cased too when `fold_case`.
+pub(crate) fn mailbox_dir(
+    root: &Path,
+    layout: Layout,
+    fold_case: bool,
+    address: &str,
+) -> Result<PathBuf, Error> {
+    use unicode_normalization::UnicodeNormalization;
     match layout {
         Layout::Single => Ok(root.to_path_buf()),
         Layout::PerRecipient => {
@@ -78,15 +87,22 @@ pub(crate) fn mailbox_dir(root: &Path, layout: Layout, address: &str) -> Result<
                 address: address.to_string(),
                 reason,
             };
+            let fold = |s: &str| -> String {
+                let nfc: String = s.nfc().collect();
+                if fold_case { nfc.to_lowercase() } else { nfc }
+            };
             match address.rsplit_once('@') {
                 Some((local, domain)) => {
-                    let domain = domain.to_lowercase();
+                    let domain: String = domain.to_lowercase().nfc().collect();
                     let domain = component(&domain).map_err(bad)?;
-                    let local = unquote(local);
+                    let local = fold(&unquote(local));
                     let local = component(&local).map_err(bad)?;
                     Ok(root.join(domain).join(local))
                 }
-                None => Ok(root.join(component(address).map_err(bad)?)),
+                None => {
+                    let name = fold(address);
+                    Ok(root.join(component(&name).map_err(bad)?))
+                }
             }
         }
     }
@@ -135,7 +151,22 @@ mod tests {
     use super::*;
 
     fn per(address: &str) -> Result<PathBuf, Error> {
-        mailbox_dir(Path::new("/srv/mail"), Layout::PerRecipient, address)
+        mailbox_dir(Path::new("/srv/mail"), Layout::PerRecipient, false, address)
+    }
+
+    #[test]
+    fn one_name_typed_two_ways_is_one_mailbox() {
+        // "é" precomposed (U+00E9) and decomposed (e + U+0301).
+        let a = per("jos\u{e9}@example.org").unwrap();
+        let b = per("jose\u{301}@example.org").unwrap();
+        assert_eq!(a, b);
+        let folded = |address| {
+            mailbox_dir(Path::new("/srv/mail"), Layout::PerRecipient, true, address).unwrap()
+        };
+        assert_eq!(folded("John@X"), folded("john@x"));
+        assert_eq!(folded("JÖRG@X"), PathBuf::from("/srv/mail/x/jörg"));
+        // Without folding, case stays (and two cases are two mailboxes).
+        assert_ne!(per("John@x").unwrap(), per("john@x").unwrap());
     }
 
     fn refused(address: &str) -> &'static str {
@@ -250,7 +281,7 @@ mod tests {
     fn single_layout_takes_anything() {
         let root = Path::new("/srv/mail");
         assert_eq!(
-            mailbox_dir(root, Layout::Single, "../x").ok(),
+            mailbox_dir(root, Layout::Single, false, "../x").ok(),
             Some(root.to_path_buf())
         );
     }

@@ -325,6 +325,37 @@ pub(crate) fn clean_tmp(tmp: &Path, age: std::time::Duration) -> usize {
     removed
 }
 
+/// The per-recipient mailboxes under `root`: `root/<domain>/<local>/` and `root/<name>/`
+/// directories that hold a `new/` (bounded: at most a million are listed).
+pub(crate) fn mailboxes(root: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(top) = fs::read_dir(root) else {
+        return found;
+    };
+    for entry in top.flatten().take(1_000_000) {
+        let path = entry.path();
+        if !path.is_dir() {
+            continue;
+        }
+        if path.join("new").is_dir() {
+            found.push(path.clone());
+        }
+        let Ok(inner) = fs::read_dir(&path) else {
+            continue;
+        };
+        for sub in inner.flatten().take(1_000_000) {
+            let sub = sub.path();
+            if sub.join("new").is_dir() {
+                found.push(sub);
+            }
+            if found.len() >= 1_000_000 {
+                return found;
+            }
+        }
+    }
+    found
+}
+
 pub(crate) fn remove_copies(copies: Vec<Copy>) {
     for copy in copies {
         let path = copy.tmp_path();

@@ -2,7 +2,8 @@
 //! reading it.
 //!
 //! A connection from a network listed in `--proxy-protocol-from` must open with a PROXY header
-//! within [`HEADER_TIMEOUT`]; its source address then stands for the peer everywhere after
+//! within [`ServerLimits::proxy_header_timeout`](crate::ServerLimits::proxy_header_timeout)
+//! (default 10 s); its source address then stands for the peer everywhere after
 //! (guards, per-IP limits, SPF, logs, the Received header). The header is read exactly: not a
 //! byte of what follows it is consumed, so SMTP starts cleanly after it. A missing, slow or
 //! malformed header closes the connection without a reply. `PROXY UNKNOWN` (v1) and `LOCAL`
@@ -16,9 +17,6 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use tokio::net::TcpStream;
-
-/// How long a trusted peer has to send its whole PROXY header.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The longest v1 header, CR LF included (the PROXY protocol spec, 2.1).
 const V1_MAX: usize = 107;
@@ -34,9 +32,9 @@ const V2_SIGNATURE: &[u8] = ppp::v2::PROTOCOL_PREFIX;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProxyError {
-    /// Nothing, or not all of the header, within [`HEADER_TIMEOUT`].
-    #[error("no complete PROXY header within {}s", HEADER_TIMEOUT.as_secs())]
-    Timeout,
+    /// Nothing, or not all of the header, within the PROXY header timeout.
+    #[error("no complete PROXY header within {0:?}")]
+    Timeout(Duration),
     /// The peer closed before the header was complete.
     #[error("closed before the end of the PROXY header")]
     Closed,
@@ -85,20 +83,21 @@ impl ProxyPolicy {
     }
 
     /// The real client's addresses: from the PROXY header for trusted peers (read within
-    /// [`HEADER_TIMEOUT`], not a byte more than the header), else the connection's own.
+    /// `timeout`, not a byte more than the header), else the connection's own.
     pub async fn resolve(
         &self,
         stream: &mut TcpStream,
         peer: SocketAddr,
         local: Option<SocketAddr>,
+        timeout: Duration,
     ) -> Result<Addresses, ProxyError> {
         let real = Addresses { peer, local };
         if !self.trusts(peer.ip()) {
             return Ok(real);
         }
-        let header = tokio::time::timeout(HEADER_TIMEOUT, read_header(stream))
+        let header = tokio::time::timeout(timeout, read_header(stream))
             .await
-            .map_err(|_| ProxyError::Timeout)??;
+            .map_err(|_| ProxyError::Timeout(timeout))??;
         let resolved = parse(&header)?.unwrap_or(real);
         log::debug!(
             "PROXY header from {peer}: client {} to {:?}",

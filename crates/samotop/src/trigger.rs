@@ -90,20 +90,25 @@ pub enum WebhookFormat {
 
 /// The dispatch for the `--deliver`s and `--route`s: one backend, a `Tee` of several, and a
 /// `Route` in front when routes are given. `backend` makes one `--deliver` URI's dispatch.
-pub fn dispatch(
+pub async fn dispatch(
     args: &TriggerArgs,
     delivers: &[Deliver],
-    backend: impl Fn(&Deliver) -> Result<BoxDispatch, String>,
+    backend: impl AsyncFn(&Deliver) -> Result<BoxDispatch, String>,
 ) -> Result<BoxDispatch, String> {
-    let all = |uris: &[Deliver]| -> Result<BoxDispatch, String> {
-        match uris {
-            [one] => backend(one),
-            many => Ok(BoxDispatch::new(Tee::new(
-                many.iter().map(&backend).collect::<Result<_, _>>()?,
-            ))),
+    async fn all(
+        uris: &[Deliver],
+        backend: &impl AsyncFn(&Deliver) -> Result<BoxDispatch, String>,
+    ) -> Result<BoxDispatch, String> {
+        let mut made = Vec::with_capacity(uris.len());
+        for uri in uris {
+            made.push(backend(uri).await?);
         }
-    };
-    let default = all(delivers)?;
+        match made.len() {
+            1 => Ok(made.remove(0)),
+            _ => Ok(BoxDispatch::new(Tee::new(made))),
+        }
+    }
+    let default = all(delivers, &backend).await?;
     if args.route.is_empty() {
         return Ok(default);
     }
@@ -111,7 +116,7 @@ pub fn dispatch(
     for rule in &args.route {
         let (pattern, uris) = split_route(rule)?;
         let pattern = Pattern::parse(pattern).map_err(|e| format!("--route: {e}"))?;
-        route = route.route(pattern, all(&uris)?);
+        route = route.route(pattern, all(&uris, &backend).await?);
     }
     Ok(BoxDispatch::new(route))
 }

@@ -1,11 +1,11 @@
 //! The command line (DESIGN.md, "The `samotop` command line"). Every flag also reads from
 //! `SAMOTOP_<FLAG>`.
 
-use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
 use clap::Parser;
+pub use samotop_server::ListenAddr;
 
 /// Receive mail over SMTP/LMTP and hand it, durably, to a Maildir, Dovecot, a smarthost or
 /// stdout.
@@ -45,8 +45,9 @@ pub struct Cli {
     pub stdio: bool,
 
     /// Where mail goes: maildir:DIR | lmtp:unix:PATH | lmtp:HOST:PORT | smtp:HOST:PORT |
-    /// http(s)://URL | exec:PROGRAM ARG... | stdout | null. Repeatable: the message goes to
-    /// each, and is accepted when all took it.
+    /// stdout | null | sqlite:PATH | postgres://... (the inbox store) | http(s)://URL |
+    /// exec:PROGRAM ARG... Repeatable: the message goes to each, and is accepted when all
+    /// took it.
     #[arg(
         long,
         env = "SAMOTOP_DELIVER",
@@ -67,14 +68,24 @@ pub struct Cli {
     )]
     pub maildir_layout: MaildirLayout,
 
-    /// Host name for the banner, the EHLO reply and the Received header.
-    #[arg(
-        long,
-        env = "SAMOTOP_NAME",
-        value_name = "NAME",
-        default_value = "localhost"
-    )]
-    pub name: String,
+    /// Per-recipient layout: lower-case local parts too (John@x and john@x share a mailbox).
+    #[arg(long, env = "SAMOTOP_MAILDIR_FOLD_CASE")]
+    pub maildir_fold_case: bool,
+
+    /// Per-recipient layout: at most N mailboxes (a new one past it: 452 4.3.1). The
+    /// per-recipient layout needs this or --accept-domain.
+    #[arg(long, env = "SAMOTOP_MAX_MAILBOXES", value_name = "N")]
+    pub max_mailboxes: Option<usize>,
+
+    /// Maildir++ folder (e.g. .Junk) for messages a check quarantines (DMARC p=quarantine
+    /// under --dmarc enforce); default: the inbox.
+    #[arg(long, env = "SAMOTOP_QUARANTINE_FOLDER", value_name = "FOLDER")]
+    pub quarantine_folder: Option<String>,
+
+    /// Host name for the banner, the EHLO reply, the Received header and the authserv-id of
+    /// Authentication-Results (default: this machine's host name).
+    #[arg(long, env = "SAMOTOP_NAME", value_name = "NAME")]
+    pub name: Option<String>,
 
     /// TLS certificate chain (PEM); enables STARTTLS and --smtps; reloaded on SIGHUP.
     #[arg(
@@ -164,14 +175,46 @@ pub struct Cli {
     )]
     pub max_connections: usize,
 
-    /// Connections at once from one IP (IPv6 counted per /64); 0 = no per-IP limit.
+    /// Connections at once from one IP (IPv6 counted per /64); more get 421 4.7.0; 0 = no
+    /// per-IP limit.
     #[arg(
         long,
         env = "SAMOTOP_MAX_CONNECTIONS_PER_IP",
         value_name = "N",
-        default_value_t = 0
+        default_value_t = 20
     )]
     pub max_connections_per_ip: usize,
+
+    /// Networks the per-IP connection limit does not count (repeatable CIDR; default
+    /// loopback, 127.0.0.0/8 and ::1/128).
+    #[arg(
+        long = "per-ip-limit-exempt",
+        env = "SAMOTOP_PER_IP_LIMIT_EXEMPT",
+        value_name = "CIDR",
+        value_delimiter = ',',
+        default_values_t = samotop_server::loopback()
+    )]
+    pub per_ip_limit_exempt: Vec<ipnet::IpNet>,
+
+    /// Messages (transactions) in one session; MAIL after that gets 421 4.7.0 and the
+    /// client reconnects.
+    #[arg(
+        long,
+        env = "SAMOTOP_MAX_MESSAGES_PER_SESSION",
+        value_name = "N",
+        default_value_t = 1000
+    )]
+    pub max_messages_per_session: usize,
+
+    /// Recipients refused by policy or the backend in one session before 421 4.7.0 and
+    /// close (a dictionary attack).
+    #[arg(
+        long,
+        env = "SAMOTOP_MAX_REJECTED_RECIPIENTS",
+        value_name = "N",
+        default_value_t = 20
+    )]
+    pub max_rejected_recipients: usize,
 
     /// Transactions per minute from one IP (IPv6 per /64); 0 = no rate limit.
     #[arg(
@@ -218,6 +261,34 @@ pub struct Cli {
     )]
     pub data_timeout: f64,
 
+    /// Seconds for each answer of a guard, check or backend (a hung disk, a slow DNS or
+    /// webhook); over it 451 4.4.1.
+    #[arg(
+        long,
+        env = "SAMOTOP_BACKEND_TIMEOUT",
+        value_name = "S",
+        default_value_t = 120.0
+    )]
+    pub backend_timeout: f64,
+
+    /// Seconds for a whole TLS handshake (STARTTLS and --smtps).
+    #[arg(
+        long,
+        env = "SAMOTOP_HANDSHAKE_TIMEOUT",
+        value_name = "S",
+        default_value_t = 30.0
+    )]
+    pub handshake_timeout: f64,
+
+    /// Seconds a trusted proxy has to send its PROXY header.
+    #[arg(
+        long,
+        env = "SAMOTOP_PROXY_HEADER_TIMEOUT",
+        value_name = "S",
+        default_value_t = 10.0
+    )]
+    pub proxy_header_timeout: f64,
+
     /// Seconds that sessions in flight get to finish after SIGTERM/SIGINT.
     #[arg(
         long,
@@ -230,42 +301,47 @@ pub struct Cli {
     /// Store messages with bare CR or LF as they are instead of refusing them (550 5.6.0).
     #[arg(long, env = "SAMOTOP_ACCEPT_BARE_NEWLINES")]
     pub accept_bare_newlines: bool,
-}
 
-/// A listener address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ListenAddr {
-    /// `host:port`.
-    Tcp(String),
-    /// `unix:PATH`.
-    Unix(PathBuf),
-}
+    /// Serve the web inbox and its Mailpit-compatible API on ADDR (host:port, or a bare port
+    /// for 127.0.0.1); needs --deliver sqlite:PATH or postgres://...
+    #[arg(long, env = "SAMOTOP_HTTP", value_name = "ADDR")]
+    pub http: Option<String>,
 
-impl FromStr for ListenAddr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        if let Some(path) = s.strip_prefix("unix:") {
-            if path.is_empty() {
-                return Err("unix: needs a path, e.g. unix:/run/samotop.sock".into());
-            }
-            return Ok(ListenAddr::Unix(PathBuf::from(path)));
-        }
-        match s.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
-                Ok(ListenAddr::Tcp(s.to_string()))
-            }
-            _ => Err(format!("'{s}' is not host:port or unix:PATH")),
-        }
-    }
-}
+    /// Bearer token that every HTTP request must carry (also the Basic password, or
+    /// /login?token=TOKEN for a browser).
+    #[arg(long, env = "SAMOTOP_HTTP_TOKEN", value_name = "TOKEN")]
+    pub http_token: Option<String>,
 
-impl fmt::Display for ListenAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ListenAddr::Tcp(a) => f.write_str(a),
-            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
-        }
-    }
+    /// Allow --http on a non-loopback address without --http-token.
+    #[arg(long, env = "SAMOTOP_HTTP_PUBLIC")]
+    pub http_public: bool,
+
+    /// Inbox: remove messages older than S seconds (default 7 days; 0 keeps them).
+    #[arg(
+        long,
+        env = "SAMOTOP_INBOX_MAX_AGE",
+        value_name = "S",
+        default_value_t = 604800
+    )]
+    pub inbox_max_age: u64,
+
+    /// Inbox: keep at most N messages, the oldest go first (default 0: no limit).
+    #[arg(
+        long,
+        env = "SAMOTOP_INBOX_MAX_MESSAGES",
+        value_name = "N",
+        default_value_t = 0
+    )]
+    pub inbox_max_messages: u64,
+
+    /// Inbox: keep at most N bytes of mail, the oldest go first (default 0: no limit).
+    #[arg(
+        long,
+        env = "SAMOTOP_INBOX_MAX_BYTES",
+        value_name = "N",
+        default_value_t = 0
+    )]
+    pub inbox_max_bytes: u64,
 }
 
 /// The `--deliver` URI.
@@ -281,6 +357,8 @@ pub enum Deliver {
     Stdout,
     /// `null`.
     Null,
+    /// `sqlite:PATH` or `postgres://...`: the inbox store.
+    Inbox(String),
     /// `http://...` or `https://...`: a webhook.
     Webhook(String),
     /// `exec:PROGRAM ARG...`: a command.
@@ -303,13 +381,18 @@ impl FromStr for Deliver {
             Ok(Deliver::Stdout)
         } else if s == "null" {
             Ok(Deliver::Null)
+        } else if s.starts_with("sqlite:")
+            || s.starts_with("postgres://")
+            || s.starts_with("postgresql://")
+        {
+            Ok(Deliver::Inbox(s.to_string()))
         } else if s.starts_with("http://") || s.starts_with("https://") {
             Ok(Deliver::Webhook(s.to_string()))
         } else if let Some(command) = s.strip_prefix("exec:") {
             Ok(Deliver::Exec(command.to_string()))
         } else {
             Err(format!(
-                "'{s}' is not maildir:DIR, lmtp:unix:PATH, lmtp:HOST:PORT, smtp:HOST:PORT, http(s)://URL, exec:PROGRAM, stdout or null"
+                "'{s}' is not maildir:DIR, lmtp:unix:PATH, lmtp:HOST:PORT, smtp:HOST:PORT, stdout, null, sqlite:PATH, postgres://..., http(s)://URL or exec:PROGRAM"
             ))
         }
     }
@@ -347,6 +430,15 @@ mod tests {
         assert_eq!("unix:/x".parse(), Ok(ListenAddr::Unix("/x".into())));
         assert!("25".parse::<ListenAddr>().is_err());
         assert!("host:port".parse::<ListenAddr>().is_err());
+    }
+
+    #[test]
+    fn defaults_keep_every_limit_on() {
+        let cli = Cli::try_parse_from(["samotop"]).expect("parses");
+        assert_eq!(cli.max_connections_per_ip, 20);
+        assert_eq!(cli.per_ip_limit_exempt, samotop_server::loopback());
+        assert_eq!(cli.max_messages_per_session, 1000);
+        assert_eq!(cli.name, None);
     }
 
     #[test]

@@ -1,0 +1,263 @@
+//! DKIM key records (RFC 6376 3.6.1, RFC 8463 for ed25519) and the signature check itself.
+
+use base64::Engine as _;
+use rsa::pkcs1::der::Decode as _;
+use rsa::{BigUint, Pkcs1v15Sign, RsaPublicKey};
+
+use crate::signature::{Algorithm, HashAlg};
+use crate::tag::{TagList, strip_wsp};
+
+/// The smallest RSA key that can give a pass (RFC 8301 3.2).
+pub const MIN_RSA_BITS: usize = 1024;
+/// The largest RSA key we verify with; bigger keys are a cost (CPU) without a use.
+pub const MAX_RSA_BITS: usize = 8192;
+
+/// A public key from a key record.
+#[derive(Debug, Clone)]
+pub(crate) enum PublicKey {
+    Rsa(RsaPublicKey),
+    Ed25519(ed25519_dalek::VerifyingKey),
+}
+
+impl PublicKey {
+    /// The key size in bits (256 for ed25519).
+    pub(crate) fn bits(&self) -> usize {
+        match self {
+            PublicKey::Rsa(key) => rsa::traits::PublicKeyParts::n(key).bits(),
+            PublicKey::Ed25519(_) => 256,
+        }
+    }
+
+    /// Checks signature `sig` over `digest` (the hash of the header hash input).
+    pub(crate) fn verify(&self, algorithm: Algorithm, digest: &[u8], sig: &[u8]) -> bool {
+        match (self, algorithm) {
+            (PublicKey::Rsa(key), Algorithm::RsaSha256) => key
+                .verify(Pkcs1v15Sign::new::<sha2::Sha256>(), digest, sig)
+                .is_ok(),
+            (PublicKey::Rsa(key), Algorithm::RsaSha1) => key
+                .verify(Pkcs1v15Sign::new::<sha1::Sha1>(), digest, sig)
+                .is_ok(),
+            (PublicKey::Ed25519(key), Algorithm::Ed25519Sha256) => {
+                match ed25519_dalek::Signature::from_slice(sig) {
+                    Ok(sig) => key.verify_strict(digest, &sig).is_ok(),
+                    Err(_) => false,
+                }
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A parsed key record.
+#[derive(Debug, Clone)]
+pub(crate) struct KeyRecord {
+    /// The key; `None` when `p=` is empty: the key is revoked.
+    pub key: Option<PublicKey>,
+    /// `k=`, lower case (default `rsa`).
+    pub key_type: Vec<u8>,
+    /// `h=`: the acceptable hashes, `None` for all.
+    pub hashes: Option<Vec<Vec<u8>>>,
+    /// `t=y`: the domain is testing DKIM.
+    pub testing: bool,
+    /// `t=s`: `i=` must be in exactly `d=`, not a subdomain.
+    pub strict: bool,
+}
+
+impl KeyRecord {
+    /// Whether this key may be used with `hash` (the key's `h=`).
+    pub(crate) fn allows(&self, hash: HashAlg) -> bool {
+        match &self.hashes {
+            None => true,
+            Some(list) => list.iter().any(|h| h == hash.as_bytes()),
+        }
+    }
+}
+
+/// Why a key record is unusable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum KeyError {
+    /// A `v=` other than `DKIM1`, or not first: "MUST be discarded" (RFC 6376 3.6.1).
+    Version,
+    /// Not a tag list, or no `p=`.
+    Syntax(String),
+    /// `s=` names neither `*` nor `email`.
+    Service,
+    /// `p=` does not decode to a key of type `k=`.
+    BadKey(String),
+}
+
+impl KeyError {
+    pub(crate) fn text(&self) -> String {
+        match self {
+            KeyError::Version => "key record v= is not DKIM1".into(),
+            KeyError::Syntax(why) => format!("bad key record: {why}"),
+            KeyError::Service => "key is not for email (s=)".into(),
+            KeyError::BadKey(why) => format!("bad key: {why}"),
+        }
+    }
+}
+
+fn list(value: &[u8]) -> Vec<Vec<u8>> {
+    value
+        .split(|&b| b == b':')
+        .map(|v| strip_wsp(v).to_ascii_lowercase())
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+fn rsa_key(der: &[u8]) -> Result<RsaPublicKey, KeyError> {
+    use rsa::pkcs8::spki::SubjectPublicKeyInfoRef;
+    // RFC 6376 3.6.1: a SubjectPublicKeyInfo; some publishers put a bare RSAPublicKey
+    // (PKCS#1) there, which is accepted too.
+    let pkcs1 = match SubjectPublicKeyInfoRef::from_der(der) {
+        Ok(spki) => {
+            if spki.algorithm.oid != rsa::pkcs1::ALGORITHM_OID {
+                return Err(KeyError::BadKey("not an RSA key".into()));
+            }
+            spki.subject_public_key
+                .as_bytes()
+                .ok_or_else(|| KeyError::BadKey("bit string".into()))?
+        }
+        Err(_) => der,
+    };
+    let key = rsa::pkcs1::RsaPublicKey::from_der(pkcs1)
+        .map_err(|_| KeyError::BadKey("not an RSA public key".into()))?;
+    let n = BigUint::from_bytes_be(key.modulus.as_bytes());
+    let e = BigUint::from_bytes_be(key.public_exponent.as_bytes());
+    RsaPublicKey::new_with_max_size(n, e, MAX_RSA_BITS).map_err(|e| KeyError::BadKey(e.to_string()))
+}
+
+/// Parses one key record (the TXT strings already joined).
+pub(crate) fn parse(record: &[u8]) -> Result<KeyRecord, KeyError> {
+    let tags = TagList::parse(record).map_err(|e| KeyError::Syntax(e.text().into()))?;
+    if let Some(v) = tags.get("v") {
+        if v != b"DKIM1" || tags.tags().first().map(|t| t.name) != Some(b"v") {
+            return Err(KeyError::Version);
+        }
+    }
+    let key_type = tags
+        .get("k")
+        .map(|k| strip_wsp(k).to_ascii_lowercase())
+        .unwrap_or_else(|| b"rsa".to_vec());
+    let hashes = tags.get("h").map(list);
+    if let Some(services) = tags.get("s").map(list) {
+        if !services.iter().any(|s| s == b"*" || s == b"email") {
+            return Err(KeyError::Service);
+        }
+    }
+    let flags = tags.get("t").map(list).unwrap_or_default();
+    let p = tags
+        .get("p")
+        .ok_or_else(|| KeyError::Syntax("no p=".into()))?;
+    let p = strip_wsp(p);
+    let key = if p.is_empty() {
+        None
+    } else {
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(&p)
+            .map_err(|_| KeyError::BadKey("p= is not base64".into()))?;
+        Some(match key_type.as_slice() {
+            b"rsa" => PublicKey::Rsa(rsa_key(&der)?),
+            b"ed25519" => {
+                let bytes: [u8; 32] = der
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| KeyError::BadKey("ed25519 key is not 32 bytes".into()))?;
+                PublicKey::Ed25519(
+                    ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+                        .map_err(|_| KeyError::BadKey("not an ed25519 point".into()))?,
+                )
+            }
+            _ => return Err(KeyError::BadKey("unknown k=".into())),
+        })
+    };
+    Ok(KeyRecord {
+        key,
+        key_type,
+        hashes,
+        testing: flags.iter().any(|f| f == b"y"),
+        strict: flags.iter().any(|f| f == b"s"),
+    })
+}
+
+/// Picks the key record among the TXT records at a key name: the first that parses.
+/// Records with another `v=` are skipped (RFC 6376 3.6.1); if none parses, the error of
+/// the first.
+pub(crate) fn select(records: &[Vec<u8>]) -> Option<Result<KeyRecord, KeyError>> {
+    let mut first_error = None;
+    for record in records {
+        match parse(record) {
+            Ok(key) => return Some(Ok(key)),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    first_error.map(Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // A 1024-bit RSA key (SubjectPublicKeyInfo), from RFC 6376 Appendix C.
+    const RFC_KEY: &str = "MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDwIRP/UC3SBsEmGqZ9ZJW3/DkMoGeLnQg1fWn7/zYtIxN2SnFCjxOCKG9v3b4jYfcTNh5ijSsq631uBItLa7od+v/RtdC2UzJ1lWT947qR+Rcac2gbto/NMqJ0fzfVjH4OuKhitdY9tf6mcwGjaNBcWToIMmPSPDdQPNUYckcQ2QIDAQAB";
+
+    #[test]
+    fn records() {
+        let ok = parse(format!("v=DKIM1; k=rsa; p={RFC_KEY}").as_bytes()).unwrap();
+        assert_eq!(ok.key.as_ref().map(PublicKey::bits), Some(1024));
+        assert!(!ok.testing && !ok.strict && ok.hashes.is_none());
+
+        let flags =
+            parse(format!("k=rsa; t=y:s; h=sha256; s=email; p={RFC_KEY}").as_bytes()).unwrap();
+        assert!(flags.testing && flags.strict);
+        assert!(flags.allows(HashAlg::Sha256) && !flags.allows(HashAlg::Sha1));
+
+        let revoked = parse(b"v=DKIM1; p=").unwrap();
+        assert!(revoked.key.is_none());
+
+        let cases: &[(&[u8], KeyError)] = &[
+            (b"v=DKIM2; p=abc", KeyError::Version),
+            (b"k=rsa; v=DKIM1; p=abc", KeyError::Version),
+            (b"v=DKIM1; k=rsa", KeyError::Syntax("no p=".into())),
+            (b"v=DKIM1; s=tlsrpt; p=", KeyError::Service),
+            (
+                b"v=DKIM1; p=!!!!",
+                KeyError::BadKey("p= is not base64".into()),
+            ),
+            (
+                b"v=DKIM1; k=dsa; p=YWJj",
+                KeyError::BadKey("unknown k=".into()),
+            ),
+            (
+                b"v=DKIM1; k=ed25519; p=YWJj",
+                KeyError::BadKey("ed25519 key is not 32 bytes".into()),
+            ),
+            (
+                b"v=DKIM1; k=rsa; p=YWJj",
+                KeyError::BadKey("not an RSA public key".into()),
+            ),
+            (b"v=DKIM1; p", KeyError::Syntax("tag without '='".into())),
+        ];
+        for (record, expected) in cases {
+            assert_eq!(
+                parse(record).unwrap_err(),
+                *expected,
+                "{}",
+                String::from_utf8_lossy(record)
+            );
+        }
+        // The service list may hold several; "*" and "email" both do.
+        assert!(parse(b"s=tlsrpt:email; p=").is_ok());
+        assert!(parse(b"s=*; p=").is_ok());
+    }
+
+    #[test]
+    fn select_skips_other_versions() {
+        let records = vec![b"v=spf1 -all".to_vec(), b"v=DKIM1; p=".to_vec()];
+        assert!(matches!(select(&records), Some(Ok(_))));
+        assert!(select(&[]).is_none());
+        assert!(matches!(select(&[b"v=x".to_vec()]), Some(Err(_))));
+    }
+}

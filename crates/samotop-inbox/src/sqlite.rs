@@ -1,0 +1,893 @@
+//! The SQLite store: one writer thread owns the writing connection and commits the jobs of
+//! many sessions in one transaction (group commit, WAL with `synchronous=FULL`), readers take
+//! connections from a small pool, and an indexer thread parses new messages after their
+//! commit and fills the list fields and the FTS5 index.
+
+use std::any::Any;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, params, params_from_iter};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::Error;
+use crate::model::{EnvelopeInfo, Filter, MAX_PAGE, Page, Stats, Summary};
+use crate::parse::Fields;
+use crate::query::Query;
+use crate::sql::{self, Dialect, SUMMARY_COLUMNS, Sql, Value};
+use crate::staging::decompress;
+use crate::store::{Hooks, IndexJob, NewMessage, Pruned, Retention, envelope_for, prune_victims};
+
+/// Jobs taken into one transaction at most.
+const MAX_BATCH: usize = 512;
+/// Jobs waiting for the writer at most; a session waits for room beyond that.
+const QUEUE: usize = 4096;
+/// Reading connections kept open.
+const READERS: usize = 8;
+/// Messages parsed per indexer round.
+const INDEX_BATCH: i64 = 32;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS message (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    uid TEXT NOT NULL UNIQUE,
+    received INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    stored INTEGER NOT NULL,
+    sender TEXT NOT NULL,
+    envelope TEXT NOT NULL,
+    seen INTEGER NOT NULL DEFAULT 0,
+    indexed INTEGER NOT NULL DEFAULT 0,
+    subject TEXT NOT NULL DEFAULT '',
+    from_json TEXT NOT NULL DEFAULT '',
+    to_json TEXT NOT NULL DEFAULT '[]',
+    cc_json TEXT NOT NULL DEFAULT '[]',
+    bcc_json TEXT NOT NULL DEFAULT '[]',
+    reply_to_json TEXT NOT NULL DEFAULT '[]',
+    date INTEGER,
+    message_id TEXT NOT NULL DEFAULT '',
+    snippet TEXT NOT NULL DEFAULT '',
+    attachments INTEGER NOT NULL DEFAULT 0,
+    inline INTEGER NOT NULL DEFAULT 0,
+    parts TEXT NOT NULL DEFAULT '[]'
+);
+CREATE INDEX IF NOT EXISTS message_unindexed ON message(id) WHERE indexed = 0;
+CREATE INDEX IF NOT EXISTS message_received ON message(received);
+CREATE INDEX IF NOT EXISTS message_seen ON message(seen, id);
+CREATE TABLE IF NOT EXISTS raw (
+    message INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (message, seq)
+);
+CREATE TABLE IF NOT EXISTS recipient (
+    mailbox TEXT NOT NULL,
+    message INTEGER NOT NULL,
+    address TEXT NOT NULL,
+    PRIMARY KEY (mailbox, message)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS recipient_message ON recipient(message);
+CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(
+    subject, from_addr, to_addr, cc_addr, bcc_addr, reply_to, message_id, headers, body,
+    content='', contentless_delete=1, tokenize='unicode61 remove_diacritics 2'
+);
+";
+
+type Output = Box<dyn Any + Send>;
+type Run = Box<dyn FnOnce(&Connection) -> Result<Output, Error> + Send>;
+
+struct Job {
+    run: Run,
+    reply: oneshot::Sender<Result<Output, Error>>,
+    /// The job stores a message: wake the indexer after the commit.
+    stores: bool,
+}
+
+/// The SQLite store.
+pub(crate) struct Sqlite {
+    jobs: mpsc::Sender<Job>,
+    readers: Arc<Readers>,
+    path: PathBuf,
+}
+
+struct Readers {
+    path: PathBuf,
+    pool: Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    fn open(&self) -> Result<Connection, Error> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
+        )
+        .or_else(|_| {
+            Connection::open_with_flags(
+                &self.path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+        })?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.execute_batch("PRAGMA query_only = 1;")?;
+        Ok(conn)
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T, Error>) -> Result<T, Error> {
+        let taken = self
+            .pool
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let conn = match taken {
+            Some(conn) => conn,
+            None => self.open()?,
+        };
+        let result = f(&conn);
+        let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+        if pool.len() < READERS && conn.is_autocommit() {
+            pool.push(conn);
+        }
+        result
+    }
+}
+
+impl Sqlite {
+    /// Opens (or creates) the database at `path`, and starts the writer and indexer threads.
+    pub(crate) fn open(path: &Path, hooks: Hooks) -> Result<Sqlite, Error> {
+        let open_error = |reason: String| Error::Open {
+            what: path.display().to_string(),
+            reason,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| open_error(e.to_string()))?;
+        }
+        let conn = Connection::open(path).map_err(|e| open_error(e.to_string()))?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(|e| open_error(e.to_string()))?;
+        // WAL, and every commit fsyncs the WAL: a 250 means the message survives power loss.
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(|e| open_error(e.to_string()))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(open_error(format!("journal_mode is {mode}, not wal")));
+        }
+        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;")
+            .map_err(|e| open_error(e.to_string()))?;
+        if let Err(e) = conn.execute_batch(SCHEMA) {
+            // A read-only database with the schema in place still serves reads (and answers
+            // every delivery with 451 4.3.0).
+            let has_schema = conn
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE name = 'message'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .unwrap_or(0)
+                > 0;
+            if !has_schema {
+                return Err(open_error(e.to_string()));
+            }
+            log::warn!("inbox: {}: cannot update the schema: {e}", path.display());
+        }
+        let (jobs, rx) = mpsc::channel(QUEUE);
+        let readers = Arc::new(Readers {
+            path: path.to_path_buf(),
+            pool: Mutex::new(Vec::new()),
+        });
+        let (wake, woken) = std::sync::mpsc::channel::<()>();
+        let writer_hooks = hooks.clone();
+        std::thread::Builder::new()
+            .name("inbox-writer".into())
+            .spawn(move || writer(conn, rx, wake, writer_hooks))
+            .map_err(|e| open_error(e.to_string()))?;
+        let store = Sqlite {
+            jobs: jobs.clone(),
+            readers: readers.clone(),
+            path: path.to_path_buf(),
+        };
+        let indexer_store = Sqlite {
+            jobs,
+            readers,
+            path: path.to_path_buf(),
+        };
+        std::thread::Builder::new()
+            .name("inbox-indexer".into())
+            .spawn(move || indexer(indexer_store, woken, hooks))
+            .map_err(|e| open_error(e.to_string()))?;
+        Ok(store)
+    }
+
+    /// The database file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn job<T: Send + 'static>(
+        &self,
+        stores: bool,
+        f: impl FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
+    ) -> (Job, oneshot::Receiver<Result<Output, Error>>) {
+        let (reply, rx) = oneshot::channel();
+        let run: Run = Box::new(move |conn| f(conn).map(|t| Box::new(t) as Output));
+        (Job { run, reply, stores }, rx)
+    }
+
+    /// Runs `f` inside the writer's next transaction; returns once that transaction committed.
+    async fn write<T: Send + 'static>(
+        &self,
+        stores: bool,
+        f: impl FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let (job, rx) = self.job(stores, f);
+        self.jobs.send(job).await.map_err(|_| Error::Closed)?;
+        let out = rx.await.map_err(|_| Error::Closed)??;
+        out.downcast::<T>()
+            .map(|b| *b)
+            .map_err(|_| Error::Database("job output of the wrong type".into()))
+    }
+
+    /// [`write`](Sqlite::write) from a thread that is not async.
+    fn write_blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let (job, rx) = self.job(false, f);
+        self.jobs.blocking_send(job).map_err(|_| Error::Closed)?;
+        let out = rx.blocking_recv().map_err(|_| Error::Closed)??;
+        out.downcast::<T>()
+            .map(|b| *b)
+            .map_err(|_| Error::Database("job output of the wrong type".into()))
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || readers.with(f))
+            .await
+            .map_err(|e| Error::Database(format!("reader task: {e}")))?
+    }
+
+    pub(crate) async fn store(&self, message: NewMessage) -> Result<i64, Error> {
+        self.write(true, move |conn| insert(conn, message)).await
+    }
+
+    pub(crate) async fn list(&self, filter: Filter) -> Result<Page, Error> {
+        self.read(move |conn| list(conn, &filter)).await
+    }
+
+    pub(crate) async fn resolve(
+        &self,
+        id: String,
+        mailbox: Option<String>,
+    ) -> Result<Option<i64>, Error> {
+        self.read(move |conn| {
+            let mut sql = Sql::new(Dialect::Sqlite, "SELECT m.id FROM message m WHERE 1=1");
+            if id != "latest" {
+                sql.push(" AND m.uid = ").param(Value::Text(id));
+            }
+            sql::filter(&mut sql, mailbox.as_deref(), &Query::default());
+            sql.push(" ORDER BY m.id DESC LIMIT 1");
+            let mut stmt = conn.prepare_cached(&sql.text)?;
+            let mut rows = stmt.query(params_from_iter(sql.params.iter().map(to_sql)))?;
+            Ok(match rows.next()? {
+                Some(row) => Some(row.get(0)?),
+                None => None,
+            })
+        })
+        .await
+    }
+
+    pub(crate) async fn summary(&self, n: i64) -> Result<Option<Summary>, Error> {
+        self.read(move |conn| {
+            let q = format!("SELECT {SUMMARY_COLUMNS} FROM message m WHERE m.id = ?1");
+            let mut stmt = conn.prepare_cached(&q)?;
+            let mut rows = stmt.query([n])?;
+            Ok(rows.next()?.map(|row| sql::summary(row)))
+        })
+        .await
+    }
+
+    pub(crate) async fn envelope(
+        &self,
+        n: i64,
+        mailbox: Option<String>,
+    ) -> Result<Option<EnvelopeInfo>, Error> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached("SELECT envelope FROM message WHERE id = ?1")?;
+            let mut rows = stmt.query([n])?;
+            Ok(match rows.next()? {
+                Some(row) => Some(envelope_for(&row.get::<_, String>(0)?, mailbox.as_deref())),
+                None => None,
+            })
+        })
+        .await
+    }
+
+    pub(crate) async fn raw(&self, n: i64, max: usize) -> Result<Option<Vec<u8>>, Error> {
+        self.read(move |conn| read_raw(conn, n, max)).await
+    }
+
+    pub(crate) async fn delete(&self, ids: Vec<i64>) -> Result<u64, Error> {
+        self.write(false, move |conn| delete(conn, &ids)).await
+    }
+
+    pub(crate) async fn unlink(&self, ids: Vec<i64>, mailbox: String) -> Result<u64, Error> {
+        self.write(false, move |conn| {
+            let mut n = 0;
+            let mut gone = Vec::new();
+            {
+                let mut rm = conn
+                    .prepare_cached("DELETE FROM recipient WHERE mailbox = ?1 AND message = ?2")?;
+                let mut left =
+                    conn.prepare_cached("SELECT count(*) FROM recipient WHERE message = ?1")?;
+                for id in ids {
+                    n += rm.execute(params![mailbox, id])? as u64;
+                    if left.query_row([id], |r| r.get::<_, i64>(0))? == 0 {
+                        gone.push(id);
+                    }
+                }
+            }
+            delete(conn, &gone)?;
+            Ok(n)
+        })
+        .await
+    }
+
+    pub(crate) async fn matching(&self, filter: Filter) -> Result<Vec<i64>, Error> {
+        self.read(move |conn| {
+            let mut sql = Sql::new(Dialect::Sqlite, "SELECT m.id FROM message m WHERE 1=1");
+            sql::filter(&mut sql, filter.mailbox.as_deref(), &filter.query);
+            let mut stmt = conn.prepare(&sql.text)?;
+            let ids = stmt
+                .query_map(params_from_iter(sql.params.iter().map(to_sql)), |r| {
+                    r.get(0)
+                })?
+                .collect::<Result<Vec<i64>, _>>()?;
+            Ok(ids)
+        })
+        .await
+    }
+
+    pub(crate) async fn set_read(&self, ids: Option<Vec<i64>>, read: bool) -> Result<u64, Error> {
+        self.write(false, move |conn| {
+            let seen = i64::from(read);
+            Ok(match ids {
+                None => {
+                    conn.execute("UPDATE message SET seen = ?1 WHERE seen <> ?1", [seen])? as u64
+                }
+                Some(ids) => {
+                    let mut stmt =
+                        conn.prepare_cached("UPDATE message SET seen = ?1 WHERE id = ?2")?;
+                    let mut n = 0;
+                    for id in ids {
+                        n += stmt.execute([seen, id])? as u64;
+                    }
+                    n
+                }
+            })
+        })
+        .await
+    }
+
+    pub(crate) async fn wait_query(
+        &self,
+        mailbox: Option<String>,
+        query: Query,
+        after: i64,
+        limit: u64,
+    ) -> Result<(Vec<Summary>, i64), Error> {
+        self.read(move |conn| {
+            conn.execute_batch("BEGIN DEFERRED")?;
+            let result = wait_query(conn, mailbox.as_deref(), &query, after, limit);
+            let _ = conn.execute_batch("COMMIT");
+            result
+        })
+        .await
+    }
+
+    pub(crate) async fn stats(&self) -> Result<Stats, Error> {
+        self.read(|conn| {
+            Ok(conn.query_row(
+                "SELECT count(*), coalesce(sum(size), 0), coalesce(max(id), 0), \
+                 (SELECT count(*) FROM message WHERE seen = 0) FROM message",
+                [],
+                |r| {
+                    Ok(Stats {
+                        messages: r.get::<_, i64>(0)?.max(0) as u64,
+                        bytes: r.get::<_, i64>(1)?.max(0) as u64,
+                        last_cursor: r.get(2)?,
+                        unread: r.get::<_, i64>(3)?.max(0) as u64,
+                    })
+                },
+            )?)
+        })
+        .await
+    }
+
+    /// One step of pruning in the writer: at most a few hundred messages.
+    pub(crate) async fn prune_step(
+        &self,
+        retention: Retention,
+        now_ms: i64,
+    ) -> Result<Pruned, Error> {
+        self.write(false, move |conn| prune_step(conn, &retention, now_ms))
+            .await
+    }
+
+    fn prune_step_blocking(&self, retention: Retention, now_ms: i64) -> Result<Pruned, Error> {
+        self.write_blocking(move |conn| prune_step(conn, &retention, now_ms))
+    }
+
+    /// Checks that the writer's connection is durable: `synchronous` is FULL (2) and the
+    /// journal is a WAL.
+    pub(crate) async fn durability(&self) -> Result<(i64, String), Error> {
+        self.write(false, |conn| {
+            let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+            let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+            Ok((sync, mode))
+        })
+        .await
+    }
+}
+
+fn to_sql(v: &Value) -> rusqlite::types::Value {
+    match v {
+        Value::Int(i) => rusqlite::types::Value::Integer(*i),
+        Value::Text(s) => rusqlite::types::Value::Text(s.clone()),
+    }
+}
+
+/// The writer thread: batches, one transaction per batch, a savepoint per job.
+fn writer(
+    conn: Connection,
+    mut rx: mpsc::Receiver<Job>,
+    wake: std::sync::mpsc::Sender<()>,
+    hooks: Hooks,
+) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let (results, stores) = run_batch(&conn, batch);
+        if results.iter().zip(&stores).any(|(r, s)| r.is_ok() && *s) {
+            let _ = wake.send(());
+            hooks.stored();
+        }
+    }
+    log::debug!("inbox: writer stopped");
+}
+
+/// Runs a batch in one transaction. Returns each job's result (after the commit) and sends it.
+fn run_batch(conn: &Connection, batch: Vec<Job>) -> (Vec<Result<(), ()>>, Vec<bool>) {
+    let mut outputs: Vec<Result<Output, Error>> = Vec::with_capacity(batch.len());
+    let mut replies = Vec::with_capacity(batch.len());
+    let mut stores = Vec::with_capacity(batch.len());
+    let mut failed: Option<Error> = conn.execute_batch("BEGIN IMMEDIATE").err().map(Error::from);
+    for job in batch {
+        replies.push(job.reply);
+        stores.push(job.stores);
+        if let Some(e) = &failed {
+            outputs.push(Err(e.clone()));
+            continue;
+        }
+        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+            failed = Some(e.into());
+            outputs.push(Err(failed.clone().unwrap_or(Error::Closed)));
+            continue;
+        }
+        let out = (job.run)(conn);
+        if out.is_err() && !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK TO job");
+        }
+        if conn.is_autocommit() {
+            // SQLite rolled the whole transaction back (SQLITE_FULL, an I/O error): every
+            // job of the batch failed, whatever it said.
+            failed = Some(match &out {
+                Err(e) => e.clone(),
+                Ok(_) => Error::Database("the transaction was rolled back".into()),
+            });
+        } else if let Err(e) = conn.execute_batch("RELEASE job") {
+            failed = Some(e.into());
+        }
+        outputs.push(out);
+    }
+    if failed.is_none() {
+        if let Err(e) = conn.execute_batch("COMMIT") {
+            failed = Some(e.into());
+        }
+    }
+    if failed.is_some() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    let mut results = Vec::with_capacity(outputs.len());
+    for (out, reply) in outputs.into_iter().zip(replies) {
+        let out = match &failed {
+            Some(e) => Err(e.clone()),
+            None => out,
+        };
+        results.push(out.as_ref().map(|_| ()).map_err(|_| ()));
+        let _ = reply.send(out);
+    }
+    if let Some(e) = failed {
+        log::warn!("inbox: a commit of {} jobs failed: {e}", results.len());
+    }
+    (results, stores)
+}
+
+fn insert(conn: &Connection, mut m: NewMessage) -> Result<i64, Error> {
+    let stored = m.raw.len() as i64;
+    conn.prepare_cached(
+        "INSERT INTO message (uid, received, size, stored, sender, envelope) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        m.uid,
+        m.received_ms,
+        m.size as i64,
+        stored,
+        m.sender,
+        m.envelope_json
+    ])?;
+    let id = conn.last_insert_rowid();
+    let mut pieces = m.raw.pieces();
+    let mut seq = 0i64;
+    let mut raw =
+        conn.prepare_cached("INSERT INTO raw (message, seq, data) VALUES (?1, ?2, ?3)")?;
+    while let Some(piece) = pieces.next_piece()? {
+        raw.execute(params![id, seq, piece])?;
+        seq += 1;
+    }
+    let mut rcpt = conn.prepare_cached(
+        "INSERT OR IGNORE INTO recipient (mailbox, message, address) VALUES (?1, ?2, ?3)",
+    )?;
+    for address in &m.recipients {
+        rcpt.execute(params![crate::model::mailbox_key(address), id, address])?;
+    }
+    Ok(id)
+}
+
+fn read_raw(conn: &Connection, id: i64, max: usize) -> Result<Option<Vec<u8>>, Error> {
+    let mut stmt = conn.prepare_cached("SELECT data FROM raw WHERE message = ?1 ORDER BY seq")?;
+    let pieces = stmt
+        .query_map([id], |r| r.get::<_, Vec<u8>>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    if pieces.is_empty() {
+        let exists: i64 =
+            conn.query_row("SELECT count(*) FROM message WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })?;
+        if exists == 0 {
+            return Ok(None);
+        }
+    }
+    Ok(Some(decompress(&pieces, max)?))
+}
+
+fn delete(conn: &Connection, ids: &[i64]) -> Result<u64, Error> {
+    let mut n = 0;
+    let mut raw = conn.prepare_cached("DELETE FROM raw WHERE message = ?1")?;
+    let mut rcpt = conn.prepare_cached("DELETE FROM recipient WHERE message = ?1")?;
+    let mut fts = conn.prepare_cached("DELETE FROM fts WHERE rowid = ?1")?;
+    let mut msg = conn.prepare_cached("DELETE FROM message WHERE id = ?1")?;
+    for &id in ids {
+        raw.execute([id])?;
+        rcpt.execute([id])?;
+        fts.execute([id])?;
+        n += msg.execute([id])? as u64;
+    }
+    Ok(n)
+}
+
+fn counts(conn: &Connection, sql: &Sql) -> Result<(u64, u64), Error> {
+    let mut stmt = conn.prepare_cached(&sql.text)?;
+    let (a, b): (i64, i64) = stmt
+        .query_row(params_from_iter(sql.params.iter().map(to_sql)), |r| {
+            Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?.unwrap_or(0)))
+        })?;
+    Ok((a.max(0) as u64, b.max(0) as u64))
+}
+
+fn list(conn: &Connection, filter: &Filter) -> Result<Page, Error> {
+    conn.execute_batch("BEGIN DEFERRED")?;
+    let page = list_in(conn, filter);
+    let _ = conn.execute_batch("COMMIT");
+    page
+}
+
+fn list_in(conn: &Connection, filter: &Filter) -> Result<Page, Error> {
+    let limit = filter.limit.clamp(1, MAX_PAGE);
+    let count_sql = |query: &Query| {
+        let mut sql = Sql::new(
+            Dialect::Sqlite,
+            "SELECT count(*), sum(m.seen = 0) FROM message m WHERE 1=1",
+        );
+        sql::filter(&mut sql, filter.mailbox.as_deref(), query);
+        sql
+    };
+    let (total, unread) = if filter.mailbox.is_none() {
+        let total: i64 = conn.query_row("SELECT count(*) FROM message", [], |r| r.get(0))?;
+        let unread: i64 =
+            conn.query_row("SELECT count(*) FROM message WHERE seen = 0", [], |r| {
+                r.get(0)
+            })?;
+        (total.max(0) as u64, unread.max(0) as u64)
+    } else {
+        counts(conn, &count_sql(&Query::default()))?
+    };
+    let (matching, matching_unread) = if filter.query.is_empty() {
+        (total, unread)
+    } else {
+        counts(conn, &count_sql(&filter.query))?
+    };
+    let mut sql = Sql::new(
+        Dialect::Sqlite,
+        &format!("SELECT {SUMMARY_COLUMNS} FROM message m WHERE 1=1"),
+    );
+    sql::filter(&mut sql, filter.mailbox.as_deref(), &filter.query);
+    sql.push(" ORDER BY m.id DESC LIMIT ")
+        .param(Value::Int(limit as i64))
+        .push(" OFFSET ")
+        .param(Value::Int(filter.start.min(i64::MAX as u64) as i64));
+    let mut stmt = conn.prepare_cached(&sql.text)?;
+    let messages = stmt
+        .query_map(params_from_iter(sql.params.iter().map(to_sql)), |r| {
+            Ok(sql::summary(r))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Page {
+        total,
+        unread,
+        messages_count: matching,
+        messages_unread: matching_unread,
+        start: filter.start,
+        tags: Vec::new(),
+        messages,
+    })
+}
+
+fn wait_query(
+    conn: &Connection,
+    mailbox: Option<&str>,
+    query: &Query,
+    after: i64,
+    limit: u64,
+) -> Result<(Vec<Summary>, i64), Error> {
+    // The cursor moves only past messages whose fate is known: a search that needs the parse
+    // looks only below the first message still waiting for it.
+    let watermark: i64 = if sql::needs_parse(query) {
+        conn.query_row(
+            "SELECT coalesce((SELECT min(id) - 1 FROM message WHERE indexed = 0), \
+             (SELECT max(id) FROM message), 0)",
+            [],
+            |r| r.get(0),
+        )?
+    } else {
+        conn.query_row("SELECT coalesce(max(id), 0) FROM message", [], |r| r.get(0))?
+    };
+    let limit = limit.clamp(1, MAX_PAGE);
+    let mut sql = Sql::new(
+        Dialect::Sqlite,
+        &format!("SELECT {SUMMARY_COLUMNS} FROM message m WHERE m.id > "),
+    );
+    sql.param(Value::Int(after))
+        .push(" AND m.id <= ")
+        .param(Value::Int(watermark));
+    sql::filter(&mut sql, mailbox, query);
+    sql.push(" ORDER BY m.id ASC LIMIT ")
+        .param(Value::Int(limit as i64));
+    let mut stmt = conn.prepare_cached(&sql.text)?;
+    let found = stmt
+        .query_map(params_from_iter(sql.params.iter().map(to_sql)), |r| {
+            Ok(sql::summary(r))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let cursor = match found.last() {
+        Some(last) if found.len() as u64 == limit => last.cursor,
+        _ => watermark.max(after),
+    };
+    Ok((found, cursor))
+}
+
+fn prune_step(conn: &Connection, retention: &Retention, now_ms: i64) -> Result<Pruned, Error> {
+    let (count, bytes): (i64, i64) = conn.query_row(
+        "SELECT count(*), coalesce(sum(size), 0) FROM message",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let mut oldest =
+        conn.prepare_cached("SELECT id, size, received FROM message ORDER BY id LIMIT 500")?;
+    let candidates = oldest
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let (victims, reason) = prune_victims(&candidates, count, bytes, retention, now_ms);
+    let freed: i64 = candidates
+        .iter()
+        .filter(|c| victims.contains(&c.0))
+        .map(|c| c.1)
+        .sum();
+    let n = delete(conn, &victims)?;
+    Ok(Pruned {
+        messages: n,
+        bytes: freed.max(0) as u64,
+        reason,
+    })
+}
+
+/// The indexer thread: parses new messages after their commit, and prunes now and then.
+fn indexer(store: Sqlite, woken: std::sync::mpsc::Receiver<()>, hooks: Hooks) {
+    let started = std::time::Instant::now();
+    let mut last_prune: Option<std::time::Instant> = None;
+    loop {
+        match woken.recv_timeout(Duration::from_millis(500)) {
+            Ok(()) => while woken.try_recv().is_ok() {},
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        // Bounded: a round parses at most 100 batches, then looks at pruning.
+        for _ in 0..100 {
+            match index_round(&store, &hooks) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(Error::Closed) => return,
+                Err(e) => {
+                    log::warn!("inbox: indexing failed: {e}");
+                    break;
+                }
+            }
+        }
+        let due = match last_prune {
+            None => started.elapsed() >= Duration::from_secs(1),
+            Some(t) => t.elapsed() >= hooks.retention.interval,
+        };
+        if due {
+            last_prune = Some(std::time::Instant::now());
+            prune_all(&hooks, |r, now| store.prune_step_blocking(r, now));
+        }
+    }
+    log::debug!("inbox: indexer stopped");
+}
+
+/// Runs prune steps until nothing more goes (at most 1000 steps), and logs the total.
+pub(crate) fn prune_all(
+    hooks: &Hooks,
+    mut step: impl FnMut(Retention, i64) -> Result<Pruned, Error>,
+) {
+    let mut total = Pruned::default();
+    for _ in 0..1000 {
+        match step(hooks.retention.clone(), crate::store::now_ms()) {
+            Ok(p) if p.messages == 0 => break,
+            Ok(p) => {
+                total.messages += p.messages;
+                total.bytes += p.bytes;
+                total.reason = p.reason;
+            }
+            Err(e) => {
+                log::warn!("inbox: pruning failed: {e}");
+                break;
+            }
+        }
+    }
+    if total.messages > 0 {
+        log::info!(
+            "inbox: pruned {} messages ({} bytes) by {}",
+            total.messages,
+            total.bytes,
+            total.reason
+        );
+        hooks.deleted();
+    }
+}
+
+fn index_round(store: &Sqlite, hooks: &Hooks) -> Result<usize, Error> {
+    let limit = hooks.parse_limit;
+    let todo: Vec<(i64, i64, Vec<Vec<u8>>)> = store.readers.with(|conn| {
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, size FROM message WHERE indexed = 0 ORDER BY id LIMIT ?1",
+        )?;
+        let ids = stmt
+            .query_map([INDEX_BATCH], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut raw =
+            conn.prepare_cached("SELECT data FROM raw WHERE message = ?1 ORDER BY seq")?;
+        let mut out = Vec::new();
+        for (id, size) in ids {
+            let pieces = raw
+                .query_map([id], |r| r.get::<_, Vec<u8>>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            out.push((id, size, pieces));
+        }
+        Ok(out)
+    })?;
+    if todo.is_empty() {
+        return Ok(0);
+    }
+    let jobs: Vec<IndexJob> = todo
+        .into_iter()
+        .map(|(id, size, pieces)| IndexJob::parse(id, size, &pieces, limit))
+        .collect();
+    let n = jobs.len();
+    let last = jobs.iter().map(|j| j.id).max().unwrap_or(0);
+    store.write_blocking(move |conn| {
+        for job in &jobs {
+            index(conn, job)?;
+        }
+        Ok(())
+    })?;
+    hooks.indexed(last);
+    Ok(n)
+}
+
+fn index(conn: &Connection, job: &IndexJob) -> Result<(), Error> {
+    let f: &Fields = &job.fields;
+    let json = |v: &dyn erased_json::Json| v.json();
+    let changed = conn
+        .prepare_cached(
+            "UPDATE message SET indexed = ?2, subject = ?3, from_json = ?4, to_json = ?5, \
+             cc_json = ?6, bcc_json = ?7, reply_to_json = ?8, date = ?9, message_id = ?10, \
+             snippet = ?11, attachments = ?12, inline = ?13, parts = ?14 WHERE id = ?1 AND indexed = 0",
+        )?
+        .execute(params![
+            job.id,
+            if f.parsed { 1 } else { 2 },
+            f.subject,
+            json(&f.from),
+            json(&f.to),
+            json(&f.cc),
+            json(&f.bcc),
+            json(&f.reply_to),
+            f.date,
+            f.message_id,
+            f.snippet,
+            f.attachments.len() as i64,
+            f.inline.len() as i64,
+            job.parts_json(),
+        ])?;
+    if changed == 1 && f.parsed {
+        conn.prepare_cached(
+            "INSERT INTO fts (rowid, subject, from_addr, to_addr, cc_addr, bcc_addr, reply_to, \
+             message_id, headers, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?
+        .execute(params![
+            job.id,
+            f.subject,
+            Fields::addresses(std::slice::from_ref(&f.from)),
+            Fields::addresses(&f.to),
+            Fields::addresses(&f.cc),
+            Fields::addresses(&f.bcc),
+            Fields::addresses(&f.reply_to),
+            f.message_id,
+            f.header_text,
+            f.body_text,
+        ])?;
+    }
+    Ok(())
+}
+
+mod erased_json {
+    /// Serializes anything serde can, to a JSON string ("" when it cannot).
+    pub(crate) trait Json {
+        fn json(&self) -> String;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn json(&self) -> String {
+            serde_json::to_string(self).unwrap_or_default()
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! [`Staging`]: a message compressed (zstd) as it streams in, in memory up to a bound and then
+//! in an unlinked temporary file, until the store's commit takes it in pieces.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+
+/// Compressed bytes kept in memory before the staging moves into a temporary file.
+const SPILL_AT: usize = 1024 * 1024;
+/// The compressed message is stored in pieces of this size (one row each).
+pub(crate) const PIECE: usize = 1024 * 1024;
+/// zstd level: fast, and most mail compresses 3-5x at it.
+const LEVEL: i32 = 3;
+
+/// The compressed stream's sink: memory, then a temporary file.
+#[derive(Debug, Default)]
+pub(crate) struct Spill {
+    memory: Vec<u8>,
+    file: Option<File>,
+    len: u64,
+}
+
+impl Write for Spill {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.file.is_none() && self.memory.len() + buf.len() > SPILL_AT {
+            let mut file = tempfile::tempfile()?;
+            file.write_all(&self.memory)?;
+            self.memory = Vec::new();
+            self.file = Some(file);
+        }
+        match &mut self.file {
+            Some(file) => file.write_all(buf)?,
+            None => self.memory.extend_from_slice(buf),
+        }
+        self.len += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Spill {
+    /// Compressed length.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// The pieces in order, each at most [`PIECE`] bytes, read one at a time.
+    pub(crate) fn pieces(&mut self) -> Pieces<'_> {
+        Pieces {
+            spill: self,
+            offset: 0,
+        }
+    }
+}
+
+/// Iterates over a [`Spill`]'s pieces.
+pub(crate) struct Pieces<'a> {
+    spill: &'a mut Spill,
+    offset: u64,
+}
+
+impl Pieces<'_> {
+    /// The next piece, or `None` at the end.
+    pub(crate) fn next_piece(&mut self) -> io::Result<Option<Vec<u8>>> {
+        if self.offset >= self.spill.len {
+            return Ok(None);
+        }
+        let want = (self.spill.len - self.offset).min(PIECE as u64) as usize;
+        let piece = match &mut self.spill.file {
+            None => {
+                let start = self.offset as usize;
+                self.spill.memory[start..start + want].to_vec()
+            }
+            Some(file) => {
+                file.seek(SeekFrom::Start(self.offset))?;
+                let mut buf = vec![0; want];
+                file.read_exact(&mut buf)?;
+                buf
+            }
+        };
+        self.offset += want as u64;
+        Ok(Some(piece))
+    }
+}
+
+/// A message being received: compressed as it comes.
+pub(crate) struct Staging {
+    encoder: zstd::stream::write::Encoder<'static, Spill>,
+    size: u64,
+}
+
+impl std::fmt::Debug for Staging {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Staging")
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Staging {
+    /// An empty staging.
+    pub(crate) fn new() -> io::Result<Self> {
+        Ok(Staging {
+            encoder: zstd::stream::write::Encoder::new(Spill::default(), LEVEL)?,
+            size: 0,
+        })
+    }
+
+    /// Appends message bytes. CPU work (compression) and, past 1 MiB of compressed data,
+    /// writes to the page cache of an unlinked file.
+    pub(crate) fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        self.encoder.write_all(chunk)?;
+        self.size += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// The size received so far.
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Ends the stream: the compressed message.
+    pub(crate) fn finish(self) -> io::Result<Spill> {
+        self.encoder.finish()
+    }
+}
+
+/// Decompresses stored pieces, at most `max` bytes of output.
+pub(crate) fn decompress(pieces: &[Vec<u8>], max: usize) -> io::Result<Vec<u8>> {
+    let reader = Chain {
+        pieces,
+        index: 0,
+        pos: 0,
+    };
+    let decoder = zstd::stream::read::Decoder::new(reader)?;
+    let mut out = Vec::new();
+    decoder.take(max as u64).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+struct Chain<'a> {
+    pieces: &'a [Vec<u8>],
+    index: usize,
+    pos: usize,
+}
+
+impl Read for Chain<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while let Some(piece) = self.pieces.get(self.index) {
+            if self.pos < piece.len() {
+                let n = (piece.len() - self.pos).min(buf.len());
+                buf[..n].copy_from_slice(&piece[self.pos..self.pos + n]);
+                self.pos += n;
+                return Ok(n);
+            }
+            self.index += 1;
+            self.pos = 0;
+        }
+        Ok(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(data: &[u8]) {
+        let mut staging = Staging::new().expect("staging");
+        for chunk in data.chunks(65536) {
+            staging.write(chunk).expect("write");
+        }
+        assert_eq!(staging.size(), data.len() as u64);
+        let mut spill = staging.finish().expect("finish");
+        let mut pieces = Vec::new();
+        let mut it = spill.pieces();
+        while let Some(p) = it.next_piece().expect("piece") {
+            assert!(p.len() <= PIECE);
+            pieces.push(p);
+        }
+        assert_eq!(decompress(&pieces, usize::MAX).expect("decompress"), data);
+        let head = decompress(&pieces, 10).expect("decompress head");
+        assert_eq!(head, &data[..data.len().min(10)]);
+    }
+
+    #[test]
+    fn small_and_big_messages_come_back_exactly() {
+        round_trip(b"");
+        round_trip(b"Subject: hi\r\n\r\nhello\r\n");
+        // Incompressible: 3 MiB of pseudo-random bytes spill into the file, in 3+ pieces.
+        let mut x: u32 = 1;
+        let noise: Vec<u8> = (0..3 * 1024 * 1024)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        round_trip(&noise);
+    }
+}

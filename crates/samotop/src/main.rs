@@ -1,0 +1,342 @@
+//! `samotop`: receive mail over SMTP/LMTP and hand it, durably, to a Maildir, Dovecot's LMTP,
+//! a smarthost or stdout. See `samotop --help` and DESIGN.md for the command line.
+//!
+//! This is the command line mapped onto [`samotop_server::Server`]: the flags choose the
+//! backend, the guards, the limits and the listeners; the library does the rest.
+
+mod cli;
+mod trigger;
+
+use std::num::NonZeroU32;
+use std::process::ExitCode;
+
+use clap::Parser;
+use samotop_core::{BoxDispatch, Guards, Limits};
+use samotop_delivery::{
+    Dialect, Endpoint, Layout, Maildir, Mapped, Null, Proxy, RecipientMap, Stdout,
+};
+use samotop_server::{AcceptDomains, MessageRate, Server, ServerLimits, Tls, TlsSource};
+
+use crate::cli::{Cli, Deliver, ListenAddr, MaildirLayout, seconds};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .target(env_logger::Target::Stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("samotop: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("samotop: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let name = cli.name.clone().unwrap_or_else(host_name);
+    let limits = Limits {
+        max_message_size: cli.max_message_size,
+        max_recipients: cli.max_recipients.max(1),
+        max_errors: cli.max_errors.max(1),
+        max_rejected_recipients: cli.max_rejected_recipients,
+        max_transactions: cli.max_messages_per_session.max(1),
+        command_timeout: seconds("command-timeout", cli.command_timeout)?,
+        data_timeout: seconds("data-timeout", cli.data_timeout)?,
+        backend_timeout: seconds("backend-timeout", cli.backend_timeout)?,
+        handshake_timeout: seconds("handshake-timeout", cli.handshake_timeout)?,
+        ..Limits::default()
+    };
+    let server_limits = ServerLimits {
+        max_connections: cli.max_connections,
+        max_connections_per_ip: cli.max_connections_per_ip,
+        per_ip_exempt: cli.per_ip_limit_exempt.clone(),
+        proxy_header_timeout: seconds("proxy-header-timeout", cli.proxy_header_timeout)?,
+        shutdown_grace: seconds("shutdown-grace", cli.shutdown_grace)?,
+    };
+    if cli.stdio && cli.deliver.contains(&Deliver::Stdout) {
+        return Err("--stdio and --deliver stdout both want standard output".into());
+    }
+
+    let tls = tls_setup(&cli, &name)?;
+    let inbox_uri = cli.deliver.iter().find_map(|d| match d {
+        Deliver::Inbox(uri) => Some(uri.clone()),
+        _ => None,
+    });
+    let inbox = match &inbox_uri {
+        Some(uri) => Some(open_inbox(&cli, uri).await?),
+        None => None,
+    };
+    let store = inbox_uri.as_deref().zip(inbox.as_ref());
+    let dispatch = dispatch(&cli, &name, store).await?;
+    let guards = guards(&cli, &name)?;
+
+    let mut server = Server::new(dispatch)
+        .guard(guards)
+        .name(name)
+        .limits(limits)
+        .server_limits(server_limits)
+        .proxy_protocol_from(cli.proxy_protocol_from.clone())
+        .banner_delay(seconds("banner-delay", cli.banner_delay)?)
+        .require_tls(cli.require_tls)
+        .accept_bare_newlines(cli.accept_bare_newlines);
+    if let Some(tls) = tls {
+        server = server.tls(tls);
+    }
+
+    if cli.stdio {
+        server.serve_stdio().await.map_err(|e| e.to_string())?;
+        return Ok(());
+    }
+
+    let mut smtp = cli.smtp.clone();
+    if smtp.is_empty() && cli.smtps.is_empty() && cli.lmtp.is_empty() {
+        smtp.push(ListenAddr::Tcp("127.0.0.1:2525".into()));
+    }
+    for addr in smtp {
+        server = server.smtp(addr);
+    }
+    for addr in cli.smtps.iter().cloned() {
+        server = server.smtps(addr);
+    }
+    for addr in cli.lmtp.iter().cloned() {
+        server = server.lmtp(addr);
+    }
+    let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
+    let http_task = match &cli.http {
+        Some(addr) => Some(http(&cli, addr, inbox.clone(), http_stopped).await?),
+        None => None,
+    };
+    let running = server.bind().await.map_err(|e| match e {
+        samotop_server::Error::SmtpsWithoutTls => {
+            "--smtps needs --tls-cert and --tls-key (or --tls-self-signed)".to_string()
+        }
+        e => e.to_string(),
+    })?;
+    let targets: Vec<String> = cli.deliver.iter().map(trigger::shown).collect();
+    log::info!(
+        "samotop {} ready: delivering to {}",
+        env!("CARGO_PKG_VERSION"),
+        targets.join(" and ")
+    );
+    running.until_signal().await;
+    let _ = stop_http.send(true);
+    running.shutdown().await;
+    if let Some(task) = http_task {
+        let _ = task.await;
+    }
+    Ok(())
+}
+
+/// This machine's host name (`uname -n`), or `localhost` when it has none.
+fn host_name() -> String {
+    let uname = rustix::system::uname();
+    let name = uname.nodename().to_string_lossy();
+    if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        "localhost".into()
+    } else {
+        name.into_owned()
+    }
+}
+
+fn tls_setup(cli: &Cli, name: &str) -> Result<Option<Tls>, String> {
+    let source = match (&cli.tls_cert, &cli.tls_key, cli.tls_self_signed) {
+        (Some(cert), Some(key), _) => TlsSource::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        (_, _, true) => {
+            log::warn!("using a throw-away self-signed certificate for {name}");
+            TlsSource::SelfSigned(name.to_string())
+        }
+        _ if cli.require_tls => {
+            return Err(
+                "--require-tls needs --tls-cert and --tls-key (or --tls-self-signed)".into(),
+            );
+        }
+        _ => return Ok(None),
+    };
+    Tls::load(source).map(Some).map_err(|e| format!("TLS: {e}"))
+}
+
+fn endpoint(addr: &ListenAddr) -> Endpoint {
+    match addr {
+        ListenAddr::Tcp(a) => Endpoint::Tcp(a.clone()),
+        ListenAddr::Unix(p) => Endpoint::Unix(p.clone()),
+    }
+}
+
+/// The `--deliver`s (several: a `Tee`) and `--route`s (a `Route` in front), `--map` around.
+async fn dispatch(
+    cli: &Cli,
+    name: &str,
+    inbox: Option<(&str, &samotop_inbox::Inbox)>,
+) -> Result<BoxDispatch, String> {
+    let backend = async |d: &Deliver| backend(cli, name, d, inbox).await;
+    let inner = trigger::dispatch(&cli.trigger, &cli.deliver, backend).await?;
+    mapped(cli, inner)
+}
+
+/// One `--deliver` URI's backend.
+async fn backend(
+    cli: &Cli,
+    name: &str,
+    deliver: &Deliver,
+    inbox: Option<(&str, &samotop_inbox::Inbox)>,
+) -> Result<BoxDispatch, String> {
+    Ok(match deliver {
+        Deliver::Maildir(dir) => {
+            let layout = match cli.maildir_layout {
+                MaildirLayout::Single => Layout::Single,
+                MaildirLayout::PerRecipient => Layout::PerRecipient,
+            };
+            if layout == Layout::PerRecipient
+                && cli.accept_domain.is_empty()
+                && cli.max_mailboxes.is_none()
+            {
+                return Err(
+                    "--maildir-layout per-recipient makes a mailbox for every address \
+                            it accepts: give --accept-domain (the domains it receives for) or \
+                            --max-mailboxes N"
+                        .into(),
+                );
+            }
+            let mut maildir = Maildir::new(dir.clone(), layout).fold_case(cli.maildir_fold_case);
+            if let Some(max) = cli.max_mailboxes {
+                maildir = maildir.max_mailboxes(max);
+            }
+            if let Some(folder) = &cli.quarantine_folder {
+                maildir = maildir
+                    .quarantine_folder(folder)
+                    .map_err(|e| format!("--quarantine-folder: {e}"))?;
+            }
+            maildir.create_dirs().map_err(|e| e.to_string())?;
+            BoxDispatch::new(maildir)
+        }
+        Deliver::Lmtp(addr) => BoxDispatch::new(
+            probed(Proxy::new(endpoint(addr), Dialect::Lmtp).helo_name(name)).await,
+        ),
+        Deliver::Smtp(addr) => BoxDispatch::new(
+            probed(Proxy::new(endpoint(addr), Dialect::Smtp).helo_name(name)).await,
+        ),
+        Deliver::Stdout => BoxDispatch::new(Stdout),
+        Deliver::Null => BoxDispatch::new(Null),
+        Deliver::Inbox(uri) => match inbox {
+            Some((opened, inbox)) if opened == uri => BoxDispatch::new(inbox.clone()),
+            _ => {
+                return Err(format!(
+                    "{uri}: only one inbox store, the first --deliver one"
+                ));
+            }
+        },
+        Deliver::Webhook(url) => trigger::webhook(&cli.trigger, url)?,
+        Deliver::Exec(command) => trigger::exec(&cli.trigger, command)?,
+    })
+}
+
+/// `--map` around a dispatch.
+fn mapped(cli: &Cli, inner: BoxDispatch) -> Result<BoxDispatch, String> {
+    if cli.map.is_empty() {
+        return Ok(inner);
+    }
+    let map = RecipientMap::parse(&cli.map).map_err(|e| e.to_string())?;
+    Ok(BoxDispatch::new(Mapped::new(map, inner)))
+}
+
+/// The proxy, after learning what its server takes (EHLO offers only that). A server that is
+/// down at start-up is not fatal: the proxy then offers 8BITMIME only, and learns later.
+async fn probed(proxy: Proxy) -> Proxy {
+    match tokio::time::timeout(std::time::Duration::from_secs(10), proxy.probe()).await {
+        Ok(Ok(caps)) => log::info!("{}: the next hop takes {caps:?}", proxy.endpoint()),
+        Ok(Err(e)) => log::warn!(
+            "{}: cannot learn what it takes ({e}); offering 8BITMIME only",
+            proxy.endpoint()
+        ),
+        Err(_) => log::warn!(
+            "{}: no answer within 10 s; offering 8BITMIME only",
+            proxy.endpoint()
+        ),
+    }
+    proxy
+}
+
+fn guards(cli: &Cli, name: &str) -> Result<Guards, String> {
+    let mut guards = Guards::new();
+    if let Some(n) = NonZeroU32::new(cli.max_messages_per_minute_per_ip) {
+        guards.push(MessageRate::new(n));
+    }
+    if !cli.accept_domain.is_empty() {
+        guards.push(AcceptDomains::new(&cli.accept_domain));
+    }
+    let policy: samotop_spf::Policy = cli.spf.parse().map_err(|e| format!("--spf: {e}"))?;
+    if policy != samotop_spf::Policy::Off {
+        let spf = samotop_spf::SpfGuard::new(policy, cli.dns, name.to_string())
+            .map_err(|e| format!("SPF: {e}"))?;
+        guards.push(spf);
+    }
+    Ok(guards)
+}
+
+/// `--deliver sqlite:PATH | postgres://...`: the inbox store, with the `--inbox-*` limits.
+async fn open_inbox(cli: &Cli, uri: &str) -> Result<samotop_inbox::Inbox, String> {
+    let nonzero = |n: u64| (n > 0).then_some(n);
+    let options = samotop_inbox::Options {
+        retention: samotop_inbox::Retention {
+            max_age: nonzero(cli.inbox_max_age).map(std::time::Duration::from_secs),
+            max_messages: nonzero(cli.inbox_max_messages),
+            max_bytes: nonzero(cli.inbox_max_bytes),
+            ..samotop_inbox::Retention::default()
+        },
+        ..samotop_inbox::Options::default()
+    };
+    samotop_inbox::Inbox::open(uri, options)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// `--http ADDR`: the web inbox, stopped with the rest.
+async fn http(
+    cli: &Cli,
+    addr: &str,
+    inbox: Option<samotop_inbox::Inbox>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let inbox = inbox.ok_or("--http needs --deliver sqlite:PATH or postgres://...")?;
+    let addr = if addr.bytes().all(|b| b.is_ascii_digit()) {
+        format!("127.0.0.1:{addr}")
+    } else {
+        addr.to_string()
+    };
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|e| format!("--http {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    samotop_inbox::HttpFace::check_bind(local, cli.http_token.is_some(), cli.http_public)?;
+    let face = samotop_inbox::HttpFace::new(
+        inbox,
+        samotop_inbox::HttpConfig {
+            token: cli.http_token.clone(),
+            label: String::new(),
+        },
+    );
+    log::info!("web inbox on http://{local}/");
+    let shutdown = async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    Ok(tokio::spawn(async move {
+        if let Err(e) = face.serve(listener, shutdown).await {
+            log::error!("web inbox: {e}");
+        }
+    }))
+}
