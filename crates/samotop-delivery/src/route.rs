@@ -11,7 +11,7 @@ use samotop_core::{
     reply,
 };
 
-use crate::tee::{Child, Delivered, combine, join_all, remember_successes};
+use crate::tee::{Child, RetryMemory, combine, join_all, remember_successes};
 
 /// A recipient pattern: a regex over the whole delivery address, or a glob such as
 /// `alerts+*@example.org`. Both match case-insensitively and the whole address.
@@ -160,7 +160,7 @@ pub struct Route<D> {
     /// Target 0 is the default.
     targets: Arc<Vec<Arc<D>>>,
     rules: Arc<Vec<(Pattern, usize)>>,
-    delivered: Arc<Delivered>,
+    delivered: Arc<RetryMemory>,
 }
 
 impl<D> Clone for Route<D> {
@@ -180,9 +180,9 @@ impl<D: MailDispatch> Route<D> {
         Route {
             targets: Arc::new(vec![Arc::new(default)]),
             rules: Arc::new(Vec::new()),
-            delivered: Arc::new(Delivered::new(
-                Delivered::DEFAULT_TTL,
-                Delivered::DEFAULT_MAX,
+            delivered: Arc::new(RetryMemory::new(
+                RetryMemory::DEFAULT_TTL,
+                RetryMemory::DEFAULT_MAX,
             )),
         }
     }
@@ -200,7 +200,7 @@ impl<D: MailDispatch> Route<D> {
     /// How long, and how many, deliveries are remembered to skip on a retry (see
     /// [`Tee::remember`](crate::Tee::remember)); `max = 0` turns it off.
     pub fn remember(mut self, ttl: Duration, max: usize) -> Self {
-        self.delivered = Arc::new(Delivered::new(ttl, max));
+        self.delivered = Arc::new(RetryMemory::new(ttl, max));
         self
     }
 
@@ -250,7 +250,7 @@ impl<D: MailDispatch> MailDispatch for Route<D> {
 pub struct RouteTransaction<D: MailDispatch> {
     targets: Arc<Vec<Arc<D>>>,
     rules: Arc<Vec<(Pattern, usize)>>,
-    delivered: Arc<Delivered>,
+    delivered: Arc<RetryMemory>,
     info: SessionInfo,
     envelope: Envelope,
     children: Vec<Option<Child<D::Transaction>>>,

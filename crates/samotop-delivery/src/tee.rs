@@ -48,7 +48,7 @@ use samotop_core::{
 #[derive(Debug)]
 pub struct Tee<D> {
     children: Arc<Vec<D>>,
-    delivered: Arc<Delivered>,
+    delivered: Arc<RetryMemory>,
 }
 
 impl<D> Clone for Tee<D> {
@@ -67,9 +67,9 @@ impl<D: MailDispatch> Tee<D> {
     pub fn new(children: Vec<D>) -> Self {
         Tee {
             children: Arc::new(children),
-            delivered: Arc::new(Delivered::new(
-                Delivered::DEFAULT_TTL,
-                Delivered::DEFAULT_MAX,
+            delivered: Arc::new(RetryMemory::new(
+                RetryMemory::DEFAULT_TTL,
+                RetryMemory::DEFAULT_MAX,
             )),
         }
     }
@@ -78,7 +78,7 @@ impl<D: MailDispatch> Tee<D> {
     /// turns the memory off (every retry delivers to every child again). Memory: about
     /// 100 bytes per entry plus the address.
     pub fn remember(mut self, ttl: Duration, max: usize) -> Self {
-        self.delivered = Arc::new(Delivered::new(ttl, max));
+        self.delivered = Arc::new(RetryMemory::new(ttl, max));
         self
     }
 
@@ -169,7 +169,7 @@ impl<T: Transaction> Child<T> {
         info: &SessionInfo,
         envelope: &Envelope,
         recipients: &[Recipient],
-        delivered: &Delivered,
+        delivered: &RetryMemory,
         route: usize,
     ) {
         if self.held.is_empty() {
@@ -264,7 +264,7 @@ pub(crate) fn combine(
 #[derive(Debug)]
 pub struct TeeTransaction<D: MailDispatch> {
     dispatches: Arc<Vec<D>>,
-    delivered: Arc<Delivered>,
+    delivered: Arc<RetryMemory>,
     info: SessionInfo,
     envelope: Envelope,
     children: Vec<Child<D::Transaction>>,
@@ -392,7 +392,7 @@ impl<D: MailDispatch> Transaction for TeeTransaction<D> {
 
 /// Remembers, for a retry, what each (not skipped) child stored.
 pub(crate) fn remember_successes<'a, T: 'a>(
-    delivered: &Delivered,
+    delivered: &RetryMemory,
     digest: Option<[u8; 32]>,
     recipients: &[Recipient],
     children: impl Iterator<Item = (usize, (&'a Child<T>, &'a Vec<(usize, Result<(), Refusal>)>))>,
@@ -414,7 +414,7 @@ pub(crate) fn remember_successes<'a, T: 'a>(
 /// retry after a mixed outcome skips the backends that have it. Bounded in time and
 /// entries; the oldest go first.
 #[derive(Debug)]
-pub(crate) struct Delivered {
+pub(crate) struct RetryMemory {
     ttl: Duration,
     max: usize,
     state: Mutex<DeliveredState>,
@@ -428,7 +428,7 @@ struct DeliveredState {
     order: VecDeque<(Instant, Key)>,
 }
 
-impl Delivered {
+impl RetryMemory {
     /// How long a delivery is remembered by default: a day, longer than most MTAs' retries
     /// of a 4xx take to come (Postfix: 5 min, then doubling up to 66 min).
     pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -436,7 +436,7 @@ impl Delivered {
     pub const DEFAULT_MAX: usize = 10_000;
 
     pub(crate) fn new(ttl: Duration, max: usize) -> Self {
-        Delivered {
+        RetryMemory {
             ttl,
             max,
             state: Mutex::new(DeliveredState::default()),
@@ -524,7 +524,7 @@ mod tests {
 
     #[test]
     fn the_memory_is_bounded_and_forgets() {
-        let d = Delivered::new(Duration::from_secs(3600), 3);
+        let d = RetryMemory::new(Duration::from_secs(3600), 3);
         for i in 0..10u8 {
             d.insert([i; 32], 0, "a@b");
         }
@@ -532,10 +532,10 @@ mod tests {
         assert!(d.contains(&[9; 32], 0, "a@b"));
         assert!(!d.contains(&[0; 32], 0, "a@b"));
         assert!(!d.contains(&[9; 32], 1, "a@b"));
-        let gone = Delivered::new(Duration::ZERO, 10);
+        let gone = RetryMemory::new(Duration::ZERO, 10);
         gone.insert([1; 32], 0, "a@b");
         assert!(!gone.contains(&[1; 32], 0, "a@b"));
-        let off = Delivered::new(Duration::from_secs(1), 0);
+        let off = RetryMemory::new(Duration::from_secs(1), 0);
         off.insert([1; 32], 0, "a@b");
         assert!(!off.contains(&[1; 32], 0, "a@b"));
     }
