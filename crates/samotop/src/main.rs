@@ -51,12 +51,16 @@ fn main() -> ExitCode {
     if cli.check_config {
         print!("{}", effective.render());
     }
+    // The human log already says it on standard error; JSON lines (or no log) need it said.
+    let say_it = cli.log_format == LogFormat::Json || !log::log_enabled!(log::Level::Error);
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let e = effective.locate(&e);
             log::error!("{e}");
-            eprintln!("samotop: {e}");
+            if say_it {
+                eprintln!("samotop: {e}");
+            }
             ExitCode::from(2)
         }
     }
@@ -317,6 +321,10 @@ fn host_name() -> String {
 }
 
 fn tls_setup(cli: &Cli, name: &str) -> Result<Option<Tls>, String> {
+    let flags = match (&cli.tls_cert, &cli.tls_key) {
+        (Some(_), Some(_)) => "--tls-cert/--tls-key",
+        _ => "--tls-self-signed",
+    };
     let source = match (&cli.tls_cert, &cli.tls_key, cli.tls_self_signed) {
         (Some(cert), Some(key), _) => TlsSource::Files {
             cert: cert.clone(),
@@ -333,7 +341,9 @@ fn tls_setup(cli: &Cli, name: &str) -> Result<Option<Tls>, String> {
         }
         _ => return Ok(None),
     };
-    Tls::load(source).map(Some).map_err(|e| format!("TLS: {e}"))
+    Tls::load(source)
+        .map(Some)
+        .map_err(|e| format!("TLS ({flags}): {e}"))
 }
 
 fn endpoint(addr: &ListenAddr) -> Endpoint {

@@ -151,9 +151,19 @@ pub(crate) fn split_route(rule: &str) -> Result<(&str, Vec<Deliver>), String> {
 }
 
 fn starts_uri(s: &str) -> bool {
-    ["maildir:", "lmtp:", "smtp:", "http://", "https://", "exec:"]
-        .iter()
-        .any(|p| s.starts_with(p))
+    [
+        "maildir:",
+        "lmtp:",
+        "smtp:",
+        "http://",
+        "https://",
+        "exec:",
+        "sqlite:",
+        "postgres://",
+        "postgresql://",
+    ]
+    .iter()
+    .any(|p| s.starts_with(p))
         || s == "stdout"
         || s == "null"
         || s.starts_with("stdout,")
@@ -233,6 +243,14 @@ mod tests {
             ]
         );
         assert_eq!(split_route("*@x=null").expect("null").1, [Deliver::Null]);
+        let (_, uris) = split_route("a+*@x=sqlite:/i.db,postgres://h/db").expect("inbox");
+        assert_eq!(
+            uris,
+            [
+                Deliver::Inbox("sqlite:/i.db".into()),
+                Deliver::Inbox("postgres://h/db".into())
+            ]
+        );
         assert!(split_route("no-uri").is_err());
         assert!(split_route("a=b").is_err());
     }
