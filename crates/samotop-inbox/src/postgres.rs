@@ -397,25 +397,16 @@ impl Postgres {
         } else {
             // Counting every match of a common word costs as much as reading them all:
             // counts stop past MAX_COUNT (and say so).
-            let q = &filter.query;
             let cap = MAX_COUNT + 1;
-            let n = conn
-                .count(&sql::capped_count(
+            let (n, u) = conn
+                .counts(&sql::capped_count(
                     Dialect::Postgres,
                     mailbox,
-                    q,
-                    false,
+                    &filter.query,
                     cap,
                 ))
                 .await?;
-            let u = conn
-                .count(&sql::capped_count(Dialect::Postgres, mailbox, q, true, cap))
-                .await?;
-            (
-                n.min(MAX_COUNT),
-                u.min(MAX_COUNT),
-                n > MAX_COUNT || u > MAX_COUNT,
-            )
+            (n.min(MAX_COUNT), u.min(MAX_COUNT), n > MAX_COUNT)
         };
         let (mut sql, order) =
             sql::select(Dialect::Postgres, SUMMARY_COLUMNS, mailbox, &filter.query);
@@ -883,14 +874,14 @@ impl Conn {
         Ok(self.client.query(&s, &params(&sql.params)).await?)
     }
 
-    /// One count from a `SELECT count(*) ...`.
-    async fn count(&mut self, sql: &Sql) -> Result<u64, Error> {
+    /// Two counts from a `SELECT count(*), count(*) FILTER (...)`.
+    async fn counts(&mut self, sql: &Sql) -> Result<(u64, u64), Error> {
         let rows = self.query(sql).await?;
         let row = rows
             .first()
             .ok_or_else(|| Error::Database("no count".into()))?;
-        let n: i64 = row.try_get(0)?;
-        Ok(n.max(0) as u64)
+        let (n, u): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+        Ok((n.max(0) as u64, u.max(0) as u64))
     }
 
     /// The messages and unread messages of the store (`None`) or of one address's inbox,

@@ -346,22 +346,23 @@ pub(crate) fn select(
     (sql, id)
 }
 
-/// `SELECT count(*) FROM (SELECT 1 ... LIMIT cap)`: how many messages of `mailbox` match
-/// (only the unread ones when `unread`), counting at most `cap`.
+/// `SELECT count(*), sum(seen = 0) FROM (SELECT m.seen ... LIMIT cap)`: how many messages
+/// of `mailbox` match, and how many of those are unread, reading at most `cap` matches (one
+/// pass for both).
 pub(crate) fn capped_count(
     dialect: Dialect,
     mailbox: Option<&str>,
     query: &Query,
-    unread: bool,
     cap: u64,
 ) -> Sql {
-    let (mut sql, _) = select(dialect, "1", mailbox, query);
-    if unread {
-        sql.push(" AND m.seen = 0");
-    }
+    let (mut sql, _) = select(dialect, "m.seen AS seen", mailbox, query);
     sql.push(" LIMIT ")
         .param(Value::Int(cap.min(i64::MAX as u64) as i64));
-    sql.text = format!("SELECT count(*) FROM ({}) c", sql.text);
+    let unread = match dialect {
+        Dialect::Sqlite => "coalesce(sum(c.seen = 0), 0)",
+        Dialect::Postgres => "count(*) FILTER (WHERE c.seen = 0)",
+    };
+    sql.text = format!("SELECT count(*), {unread} FROM ({}) c", sql.text);
     sql
 }
 
@@ -526,11 +527,11 @@ mod tests {
             "{}",
             sql.text
         );
-        let count = capped_count(Dialect::Sqlite, None, &q("hello"), true, 100);
+        let count = capped_count(Dialect::Sqlite, None, &q("hello"), 100);
         assert_eq!(
             count.text,
-            "SELECT count(*) FROM (SELECT 1 FROM fts JOIN message m ON m.id = fts.rowid WHERE 1=1 \
-             AND fts MATCH ?1 AND m.seen = 0 LIMIT ?2) c"
+            "SELECT count(*), coalesce(sum(c.seen = 0), 0) FROM (SELECT m.seen AS seen FROM fts \
+             JOIN message m ON m.id = fts.rowid WHERE 1=1 AND fts MATCH ?1 LIMIT ?2) c"
         );
         assert_eq!(count.params[1], Value::Int(100));
     }

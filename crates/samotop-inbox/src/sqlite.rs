@@ -648,12 +648,14 @@ fn delete(conn: &Connection, ids: &[i64]) -> Result<u64, Error> {
     Ok(n)
 }
 
-fn count(conn: &Connection, sql: &Sql) -> Result<u64, Error> {
+/// Two counts from a `SELECT count(*), count(...)`.
+fn counts(conn: &Connection, sql: &Sql) -> Result<(u64, u64), Error> {
     let mut stmt = conn.prepare_cached(&sql.text)?;
-    let n: i64 = stmt.query_row(params_from_iter(sql.params.iter().map(to_sql)), |r| {
-        r.get(0)
-    })?;
-    Ok(n.max(0) as u64)
+    let (n, u): (i64, i64) = stmt
+        .query_row(params_from_iter(sql.params.iter().map(to_sql)), |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    Ok((n.max(0) as u64, u.max(0) as u64))
 }
 
 /// The messages and unread messages of the store (`None`) or of one address's inbox, from
@@ -692,21 +694,12 @@ fn list_in(conn: &Connection, filter: &Filter) -> Result<Page, Error> {
     } else {
         // Counting every match of a common word costs as much as reading them all: counts
         // stop past MAX_COUNT (and say so).
-        let q = &filter.query;
         let cap = MAX_COUNT + 1;
-        let n = count(
+        let (n, u) = counts(
             conn,
-            &sql::capped_count(Dialect::Sqlite, mailbox, q, false, cap),
+            &sql::capped_count(Dialect::Sqlite, mailbox, &filter.query, cap),
         )?;
-        let u = count(
-            conn,
-            &sql::capped_count(Dialect::Sqlite, mailbox, q, true, cap),
-        )?;
-        (
-            n.min(MAX_COUNT),
-            u.min(MAX_COUNT),
-            n > MAX_COUNT || u > MAX_COUNT,
-        )
+        (n.min(MAX_COUNT), u.min(MAX_COUNT), n > MAX_COUNT)
     };
     let (mut sql, order) = sql::select(Dialect::Sqlite, SUMMARY_COLUMNS, mailbox, &filter.query);
     sql.push(&format!(" ORDER BY {order} DESC LIMIT "))
