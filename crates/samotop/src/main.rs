@@ -87,14 +87,6 @@ async fn run(cli: Cli) -> Result<(), String> {
         proxy_header_timeout: seconds("proxy-header-timeout", cli.proxy_header_timeout)?,
         shutdown_grace: seconds("shutdown-grace", cli.shutdown_grace)?,
     };
-    let has_inbox = cli.deliver.iter().any(|d| matches!(d, Deliver::Inbox(_)));
-    if has_inbox && cli.encrypt.is_set() {
-        return Err(
-            "--encrypt-to and --encrypt-map encrypt Maildir, LMTP and SMTP delivery; \
-                    the inbox keeps messages readable to show them"
-                .into(),
-        );
-    }
     if cli.stdio && cli.deliver.contains(&Deliver::Stdout) {
         return Err("--stdio and --deliver stdout both want standard output".into());
     }
@@ -364,33 +356,28 @@ async fn dispatch(
     mapped(cli, inner)
 }
 
-/// One `--deliver` URI's backend; what it stores encrypted when `--encrypt-*` asks.
+/// One `--deliver` URI's backend, encrypted when `--encrypt-*` asks (every backend but
+/// `null`: what it is handed is what it keeps or passes on).
 async fn backend(
     cli: &Cli,
     name: &str,
     deliver: &Deliver,
     inbox: Option<(&str, &samotop_inbox::Inbox)>,
 ) -> Result<BoxDispatch, String> {
-    Ok(match deliver {
+    let plain = match deliver {
         Deliver::Maildir(dir) => {
             let maildir = maildir(cli, dir)?;
             maildir.create_dirs().map_err(|e| e.to_string())?;
-            encrypt::wrap(&cli.encrypt, BoxDispatch::new(maildir))?
+            BoxDispatch::new(maildir)
         }
-        Deliver::Lmtp(addr) => encrypt::wrap(
-            &cli.encrypt,
-            BoxDispatch::new(
-                probed(Proxy::new(endpoint(addr), Dialect::Lmtp).helo_name(name)).await,
-            ),
-        )?,
-        Deliver::Smtp(addr) => encrypt::wrap(
-            &cli.encrypt,
-            BoxDispatch::new(
-                probed(Proxy::new(endpoint(addr), Dialect::Smtp).helo_name(name)).await,
-            ),
-        )?,
+        Deliver::Lmtp(addr) => BoxDispatch::new(
+            probed(Proxy::new(endpoint(addr), Dialect::Lmtp).helo_name(name)).await,
+        ),
+        Deliver::Smtp(addr) => BoxDispatch::new(
+            probed(Proxy::new(endpoint(addr), Dialect::Smtp).helo_name(name)).await,
+        ),
         Deliver::Stdout => BoxDispatch::new(Stdout),
-        Deliver::Null => BoxDispatch::new(Null),
+        Deliver::Null => return Ok(BoxDispatch::new(Null)),
         Deliver::Inbox(uri) => match inbox {
             Some((opened, inbox)) if opened == uri => BoxDispatch::new(inbox.clone()),
             _ => {
@@ -401,7 +388,8 @@ async fn backend(
         },
         Deliver::Webhook(url) => trigger::webhook(&cli.trigger, url)?,
         Deliver::Exec(command) => trigger::exec(&cli.trigger, command)?,
-    })
+    };
+    encrypt::wrap(&cli.encrypt, plain)
 }
 
 /// The Maildir the flags describe (its directories not made yet).
