@@ -147,6 +147,82 @@ def test_prometheus_counts_a_scripted_mix(samotop, prometheus, tmp_path):
     assert prometheus.query("samotop_process_open_fds") > 3
 
 
+def test_prometheus_counts_failures_sizes_and_refused_connections(samotop, prometheus, tmp_path):
+    """The rest of the families: messages refused and failed by a backend, backend errors,
+    message sizes, a failed TLS handshake, connections refused by a limit, an LMTP listener;
+    and /metrics on the inbox's --http listener too."""
+    mport, lport, sport = free_port(), free_port(), free_port()
+    s = samotop("--smtp", f"127.0.0.1:{sport}", "--spf", "off", "--deliver", "null", "--tls-self-signed",
+                "--route", "never@example.org=exec:/bin/false",
+                "--route", "later@example.org=exec:/bin/sh -c 'exit 75'",
+                "--max-message-size", "2000", "--max-connections-per-ip", "3", "--per-ip-limit-exempt", "10.0.0.0/8",
+                "--lmtp", f"127.0.0.1:{lport}", "--metrics", f"127.0.0.1:{mport}", port=sport)
+    wait_port(mport, s.proc)
+    wait_port(lport, s.proc)
+    prometheus.scrape(mport)
+    at = f'instance="127.0.0.1:{mport}"'
+
+    assert send(s.port) == {}
+    for rcpt, code in (("never@example.org", 554), ("later@example.org", 451)):
+        with pytest.raises(smtplib.SMTPDataError) as e:
+            send(s.port, rcpts=(rcpt,))
+        assert e.value.smtp_code == code, e.value
+    # Too big: refused at MAIL when SIZE says so, after the data when it does not.
+    with pytest.raises(smtplib.SMTPException):
+        send(s.port, body=b"Subject: big\r\n\r\n" + b"x" * 4000 + b"\r\n")
+    big = Raw(s.port)
+    big.cmd("EHLO client.test")
+    assert big.cmd(f"MAIL FROM:<{SENDER}>")[0] == 250
+    assert big.cmd("RCPT TO:<b@example.org>")[0] == 250
+    assert big.cmd("DATA")[0] == 354
+    big.send(b"Subject: big\r\n\r\n" + (b"x" * 70 + b"\r\n") * 60 + b".\r\n")
+    assert big.reply()[0] == 552
+    assert big.cmd("QUIT")[0] == 221
+    big.close()
+    # STARTTLS, then bytes that are no ClientHello.
+    r = Raw(s.port)
+    r.cmd("EHLO client.test")
+    assert r.cmd("STARTTLS")[0] == 220
+    r.send(b"this is not TLS\r\n" * 20)
+    assert r.closed(timeout=15)
+    r.close()
+    # Three connections from this address are the limit; the fourth gets 421.
+    held = [Raw(s.port) for _ in range(3)]
+    extra = Raw(s.port, greet=False)
+    assert extra.reply()[0] == 421
+    extra.close()
+    for h in held:
+        h.close()
+    wait_until(lambda: 'samotop_sessions_active{listener="smtp"} 0\n' in
+               http_get(f"http://127.0.0.1:{mport}/metrics")[1], what="the held sessions closed")
+    # An LMTP session.
+    lm = Raw(lport)
+    assert lm.cmd("LHLO client.test")[0] == 250
+    assert lm.cmd("QUIT")[0] == 221
+    lm.close()
+
+    prometheus.wait(f'samotop_messages_total{{{at},result="accepted"}}', 1)
+    prometheus.wait(f'samotop_messages_total{{{at},result="refused",origin="backend"}}', 1)
+    prometheus.wait(f'samotop_messages_total{{{at},result="failed",origin="backend"}}', 1)
+    prometheus.wait(f'samotop_messages_total{{{at},result="refused",origin="data"}}', 1)
+    prometheus.wait(f'samotop_backend_errors_total{{{at},status="5.3"}}', 1)
+    prometheus.wait(f'samotop_backend_errors_total{{{at},status="4.3"}}', 1)
+    prometheus.wait(f'samotop_limits_total{{{at},limit="message_size"}}', 2)  # at MAIL, after the data
+    prometheus.wait(f'samotop_tls_failures_total{{{at}}}', 1)
+    prometheus.wait(f'sum(samotop_connections_refused_total{{{at}}})', 1)
+    prometheus.wait(f'samotop_sessions_opened_total{{{at},listener="lmtp"}}', 2)  # and the readiness probe
+    assert prometheus.query(f'samotop_message_size_bytes_count{{{at}}}') >= 3
+    assert prometheus.query(f'samotop_message_size_bytes_sum{{{at}}}') > 0
+
+    # The inbox's --http listener serves /metrics too.
+    hport = free_port()
+    inbox = samotop("--spf", "off", "--deliver", f"sqlite:{tmp_path / 'inbox.db'}", "--http", str(hport))
+    wait_port(hport, inbox.proc)
+    assert send(inbox.port) == {}
+    wait_until(lambda: 'samotop_messages_total{listener="smtp",result="accepted"' in
+               http_get(f"http://127.0.0.1:{hport}/metrics")[1], what="/metrics on --http")
+
+
 def test_promtool_finds_no_problem_and_formats_are_negotiated(samotop):
     mport = free_port()
     s = samotop("--spf", "off", "--deliver", "null", "--metrics", str(mport))
