@@ -348,13 +348,14 @@ def test_a_read_only_transcript_directory_does_not_stop_mail(samotop, tmp_path):
 
 def test_json_logs_parse_with_jq_under_load(samotop, tmp_path):
     s = samotop("--spf", "off", "--deliver", "null", "--log-format", "json",
-                "--accept-domain", "example.org", env={"RUST_LOG": "debug"})
+                "--accept-domain", "example.org", "--route", "fail@example.org=exec:/bin/false",
+                env={"RUST_LOG": "debug"})
 
     def one(i):
-        rcpt = "b@example.org" if i % 5 else "x@elsewhere.net"
+        rcpt = "fail@example.org" if i % 7 == 3 else "b@example.org" if i % 5 else "x@elsewhere.net"
         try:
             send(s.port, rcpts=[rcpt])
-        except smtplib.SMTPRecipientsRefused:
+        except (smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError):
             pass
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
@@ -374,3 +375,26 @@ def test_json_logs_parse_with_jq_under_load(samotop, tmp_path):
     assert len(about) >= 400
     assert any("refused at rcpt by accept_domains: 550 5.7.1" in l["msg"] and l.get("session")
                for l in lines), lines[:5]
+    # Each session: one summary line; a refusal logged once by the session, with the reply;
+    # a backend failure once more by the backend, with its cause, naming the same session.
+    sessions = {}
+    for l in about:
+        sessions.setdefault(l["session"], []).append(l)
+    failed = refused = 0
+    for sid, mine in sessions.items():
+        if not any(l["msg"].startswith(f"session id={sid} ") for l in mine):
+            continue  # the harness's readiness probe has no session line of its own
+        assert sum(l["msg"].startswith(f"session id={sid} ") for l in mine) == 1, mine
+        refusals = [l for l in mine if l["msg"].startswith("refused at ")]
+        causes = [l for l in mine if l["msg"].startswith("exec /bin/false for ")]
+        if any("554 5.3.0" in l["msg"] for l in refusals):
+            failed += 1
+            assert [l["msg"] for l in refusals] == ["refused at backend: 554 5.3.0 Command failed"], mine
+            assert refusals[0]["level"] == "WARN"
+            assert len(causes) == 1 and "exit status: 1" in causes[0]["msg"], mine
+        elif refusals:
+            refused += 1
+            assert [l["msg"] for l in refusals] == [
+                "refused at rcpt by accept_domains: 550 5.7.1 Relay not permitted"], mine
+    assert failed == len([i for i in range(400) if i % 7 == 3])
+    assert refused == len([i for i in range(400) if i % 7 != 3 and i % 5 == 0])
