@@ -346,6 +346,44 @@ def test_a_read_only_transcript_directory_does_not_stop_mail(samotop, tmp_path):
         subprocess.run(["umount", str(tdir)], timeout=30)
 
 
+def test_a_full_transcript_disk_and_the_byte_bound(samotop, tmp_path):
+    """A transcript directory whose disk fills: mail goes on, lines are dropped and counted.
+    And --transcript-max-bytes keeps the directory under its total."""
+    full = tmp_path / "full"
+    full.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full)],
+                           capture_output=True, timeout=30)
+    assert mount.returncode == 0, mount
+    try:
+        mport = free_port()
+        s = samotop("--spf", "off", "--deliver", "null", "--transcript", str(full),
+                    "--transcript-max-files", "100000", "--transcript-max-bytes", str(1 << 30),
+                    "--metrics", str(mport))
+        wait_port(mport, s.proc)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+            results = list(pool.map(lambda i: send(s.port), range(300)))
+        assert results == [{}] * 300, "every message accepted while the disk is full"
+
+        def dropped():
+            _, text = http_get(f"http://127.0.0.1:{mport}/metrics")
+            found = [l for l in text.splitlines() if l.startswith("samotop_transcript_lines_dropped_total")]
+            return float(found[0].split()[-1]) if found else 0.0
+
+        wait_until(lambda: dropped() > 0, what="drops counted")
+        assert s.alive() and send(s.port) == {}
+    finally:
+        subprocess.run(["umount", str(full)], timeout=30)
+
+    bounded = tmp_path / "bounded"
+    s = samotop("--spf", "off", "--deliver", "null", "--transcript", str(bounded),
+                "--transcript-max-files", "100000", "--transcript-max-bytes", "50000")
+    for _ in range(300):
+        assert send(s.port) == {}
+    s.stop()
+    total = sum(p.stat().st_size for p in bounded.iterdir())
+    assert 0 < total <= 50000 + 8192, total  # the bound, and at most the session being written
+
+
 def test_json_logs_parse_with_jq_under_load(samotop, tmp_path):
     s = samotop("--spf", "off", "--deliver", "null", "--log-format", "json",
                 "--accept-domain", "example.org", "--route", "fail@example.org=exec:/bin/false",
