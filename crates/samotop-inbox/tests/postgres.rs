@@ -291,6 +291,11 @@ async fn totals_stay_exact() {
     common::totals_stay_exact(&open("totals", Options::default()).await).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_over_the_cap_says_so() {
+    common::a_search_over_the_cap_says_so(&open("cap", Options::default()).await).await;
+}
+
 // ---- PostgreSQL's own --------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -85,3 +85,9 @@ async fn totals_stay_exact() {
     let dir = tempfile::tempdir().expect("tempdir");
     common::totals_stay_exact(&open(&dir)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_over_the_cap_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    common::a_search_over_the_cap_says_so(&open(&dir)).await;
+}

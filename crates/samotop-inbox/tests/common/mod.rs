@@ -690,3 +690,49 @@ pub async fn totals_stay_exact(inbox: &Inbox) {
     let stats = inbox.stats().await.expect("stats");
     assert_eq!((stats.messages, stats.unread, stats.bytes), (0, 0, 0));
 }
+
+/// A search that matches more than [`samotop_inbox::MAX_COUNT`] messages says its count is
+/// capped, and still lists the newest page; a narrower one is counted exactly.
+pub async fn a_search_over_the_cap_says_so(inbox: &Inbox) {
+    let n = samotop_inbox::MAX_COUNT as usize + 10;
+    let mut sent = 0;
+    while sent < n {
+        let batch: Vec<_> = (sent..n.min(sent + 64))
+            .map(|i| {
+                let inbox = inbox.clone();
+                tokio::spawn(async move {
+                    let body = if i % 100 == 0 {
+                        "common rare"
+                    } else {
+                        "common"
+                    };
+                    deliver(
+                        &inbox,
+                        "s@example.com",
+                        &["cap@t.test"],
+                        &message(&format!("c{i}"), "cap@t.test", body),
+                    )
+                    .await
+                })
+            })
+            .collect();
+        for task in batch {
+            assert!(task.await.expect("task").iter().all(Result::is_ok));
+        }
+        sent = n.min(sent + 64);
+    }
+    wait_for(inbox, None, &format!("subject:c{}", n - 1)).await;
+    let search = |q: &str| Filter {
+        query: Query::parse(q).expect("query"),
+        limit: 20,
+        ..Filter::default()
+    };
+    let wide = inbox.list(&search("common")).await.expect("search");
+    assert!(wide.messages_count_capped);
+    assert_eq!(wide.messages_count, samotop_inbox::MAX_COUNT);
+    assert_eq!(wide.messages.len(), 20);
+    assert_eq!(wide.total, n as u64);
+    let narrow = inbox.list(&search("rare")).await.expect("search");
+    assert!(!narrow.messages_count_capped);
+    assert_eq!(narrow.messages_count, n.div_ceil(100) as u64);
+}
