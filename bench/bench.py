@@ -709,7 +709,7 @@ def report(info, results, cases, servers, extras):
     ]:
         r = ratio((a, "1k-s32"), (b, "1k-s32"))
         if r is not None:
-            targets.append("| %s | ≥ %.1f× | %.2f× | %s |" % (label, want, r,
+            targets.append("| %s | ≥ %.2f× | %.2f× | %s |" % (label, want, r,
                                                                "met" if r >= want else "not met"))
     idle = extras.get("idle", {}).get("samotop", {}).get("ehlo")
     if idle:
