@@ -710,6 +710,8 @@ def run_matrix(servers, cases, rounds, seconds, measure=measure, warmup=WARMUP,
     """Every (server, case), in rounds with the server order rotated; `measure(server, case,
     count)` gives one measurement."""
     counts = {}
+    if not servers or not cases:
+        return {}
     log("warm-up and calibration (%.0f s per measurement)" % seconds)
     for case in cases:
         for s in servers:
