@@ -13,6 +13,8 @@ Every server runs on a fresh loopback port with an empty temporary directory:
                     kept in the hold queue (durable, never delivered)
   aiosmtpd-discard  Debian's python3-aiosmtpd, 250 and forget
   aiosmtpd-maildir  aiosmtpd storing like samotop's Maildir (tmp/, fsync, rename, fsync new/)
+  disk-16-threads   not a server: the disk's rate for durable 1 KiB files from 16 threads
+                    (bench/disk_rate.py), measured in the same rounds (1 KiB, 32 sessions)
 
 Each is driven by Postfix's smtp-source in interleaved rounds, the server order rotated
 each round. Per server and case: messages/s (median, min-max), the server's CPU per
@@ -138,6 +140,7 @@ SERVERS = [
     "postfix",
     "aiosmtpd-discard",
     "aiosmtpd-maildir",
+    "disk-16-threads",
 ]
 # Each server is compared with the samotop of its class.
 CLASS = {
@@ -151,6 +154,7 @@ CLASS = {
     "aiosmtpd-maildir": "samotop-maildir",
     "base-null": "samotop-null",
     "base-maildir": "samotop-maildir",
+    "disk-16-threads": "samotop-maildir",
 }
 
 
@@ -591,8 +595,38 @@ def source(port, size, sessions, rcpts, reuse, count, timeout, to="rcpt@sink.tes
         raise RuntimeError("smtp-source %s: %s" % (" ".join(argv[1:]), r.stderr.strip()))
 
 
+class DiskRate:
+    """The disk's own rate for durable files as a row of the matrix, so that it is measured
+    in the same rounds as samotop-maildir: bench/disk_rate.py with 16 writer threads, each
+    doing what a durable Maildir delivery does (tmp/, write, fsync, rename, fsync of new/),
+    for the 1 KiB cases."""
+
+    name = "disk-16-threads"
+    tls = False
+    single = True
+
+    def __init__(self, base):
+        self.dir = os.path.join(base, "disk-rate-matrix")
+
+    def measure(self, case, seconds):
+        size, sessions = CASES[case][0], CASES[case][1]
+        if size != 1024 or sessions != 32:
+            raise RuntimeError("the disk row is for 1 KiB, 32 sessions only")
+        r = subprocess.run([PY, os.path.join(HERE, "disk_rate.py"), self.dir, "--threads", "16",
+                            "--seconds", "%.2f" % seconds, "--size", str(size)],
+                           capture_output=True, text=True, timeout=600)
+        rate = float(json.loads(r.stdout)["files_per_s"]["16"])
+        return {"rate": rate, "cpu_us": 0.0, "peak": 0, "count": int(rate * seconds),
+                "seconds": seconds}
+
+    def stop(self):
+        pass
+
+
 def measure(server, case, count):
     """Sends `count` messages; returns (messages/s, CPU µs per message, peak bytes)."""
+    if isinstance(server, DiskRate):
+        return server.measure(case, max(0.5, min(4.0, count / 2000)))
     size, sessions, rcpts, reuse = CASES[case]
     # One smtp-source run: with reuse, each session carries count / sessions messages (over
     # 1000 in one session is common: samotop's limit is raised, see MAX_MESSAGES_PER_SESSION).
@@ -715,6 +749,8 @@ def run_matrix(servers, cases, rounds, seconds, measure=measure, warmup=WARMUP,
     log("warm-up and calibration (%.0f s per measurement)" % seconds)
     for case in cases:
         for s in servers:
+            if isinstance(s, DiskRate) and case != "1k-s32":
+                continue
             try:
                 m = measure(s, case, warmup[case])
             except Exception as e:  # noqa: BLE001 - a failing server is reported, not fatal
@@ -1050,10 +1086,8 @@ def report(info, results, cases, servers, extras, tls_cases=(), lmtp_cases=()):
         if state in idle:
             target("memory per idle connection (%s)" % IDLE_STATE_TEXT[state],
                    idle[state]["rss_per_conn"] / 1024, want, "KiB")
-    disk = extras.get("disk", {})
-    if ("samotop-maildir", "1k-s32") in medians and disk.get("16"):
-        target("durable Maildir, 1 KiB, 32 sessions vs the disk (16 writer threads)",
-               medians[("samotop-maildir", "1k-s32")] / float(disk["16"]), 0.9)
+    target("durable Maildir, 1 KiB, 32 sessions vs the disk (16 writer threads, same rounds)",
+           ratio(("samotop-maildir", "1k-s32"), ("disk-16-threads", "1k-s32")), 0.9)
     one = [r for r in results.get(("samotop-null", "1k-s1"), []) if "rate" in r]
     if one:
         targets.append("| one session, %d messages (--max-messages-per-session raised) | "
@@ -1080,7 +1114,7 @@ def main():
     names = [n for n in os.environ.get("BENCH_SERVERS", ",".join(SERVERS)).split(",") if n]
     cases = [c for c in os.environ.get("BENCH_CASES", ",".join(CASES)).split(",") if c]
     for n in names:
-        if n not in SERVERS and n not in ("base-null", "base-maildir"):
+        if n not in SERVERS and n not in ("base-null", "base-maildir", "disk-16-threads"):
             sys.exit("bench: unknown server %s (one of %s)" % (n, ", ".join(SERVERS)))
     for c in cases:
         if c not in CASES:
@@ -1121,6 +1155,9 @@ def main():
     try:
         for n in names:
             log("starting %s" % n)
+            if n == "disk-16-threads":
+                servers.append(DiskRate(base))
+                continue
             servers.append(start(n, base, samotop, tls=tls))
         results = run_matrix(servers, cases, rounds, seconds)
         tls_servers = [s for s in servers if s.tls]
