@@ -44,6 +44,7 @@ Knobs (environment; scripts/bench --quick / --full set the first two):
   BENCH_DISK_SECONDS=2    seconds per disk-rate measurement (0: skip)
   BENCH_TMPDIR=DIR        where the temporary directories go (default: the system's)
   BENCH_OUT=FILE          also write the markdown report here (and FILE.json)
+  BENCH_TRIGGER=0         skip the trigger scenarios (bench/trigger.py: webhook, exec:)
   SAMOTOP=PATH            the samotop binary (default target/bench/release/samotop)
   BENCH_BASELINE=PATH     another samotop binary, run as base-null and base-maildir (A/B
                           of a change in one interleaved run; name them in BENCH_SERVERS),
@@ -1180,6 +1181,9 @@ def main():
             s.stop()
     if lmtp_cases:
         lmtp_results = dovecot_path(base, samotop, lmtp_cases, rounds, seconds)
+    if os.environ.get("BENCH_TRIGGER", "1") != "0":  # bench/trigger.py: webhooks and exec:
+        import trigger
+        extras["trigger"] = trigger.run(sys.modules[__name__], ROOT, samotop, base, rounds, seconds)
     n = env_int("BENCH_IDLE_CONNS", 10000)
     if n > 0:
         extras["idle"] = {}
@@ -1189,6 +1193,9 @@ def main():
                     extras["idle"][name] = idle_memory(name, base, samotop, n, tls=tls)
                 except Exception as e:  # noqa: BLE001
                     log("idle %s failed: %s" % (name, e))
+    if env_int("BENCH_SMIME", 1):  # encryption at rest: bench/smime.py
+        import smime
+        extras["smime"] = smime.run(sys.modules[__name__], base, samotop, rounds, seconds)
     ds = env_float("BENCH_DISK_SECONDS", 2)
     if ds > 0:
         log("disk rate")
@@ -1197,10 +1204,13 @@ def main():
     extras["tls"] = tls_results
     extras["lmtp"] = lmtp_results
     text = report(info, results, cases, names, extras, tls_cases, lmtp_cases)
+    if "trigger" in extras:
+        text += "\n".join(trigger.report(extras["trigger"])) + "\n"
     if os.environ.get("BENCH_INBOX", "1") != "0":
         import inbox  # bench/inbox.py: durable SQL delivery and reads over 100 000 messages
 
         text += "\n" + inbox.report(inbox.run(samotop))
+    text += __import__("smime").report(extras["smime"]) if "smime" in extras else ""
     print(text)
     out = os.environ.get("BENCH_OUT")
     if out:

@@ -12,6 +12,16 @@ pub use samotop_server::ListenAddr;
 #[derive(Debug, Parser)]
 #[command(name = "samotop", version, about, long_about = None)]
 pub struct Cli {
+    /// Read settings from this TOML file: keys are the long flag names, tables prefix them
+    /// (`[inbox] max-age = 3600`); SAMOTOP_* variables and flags override it.
+    #[arg(long, env = "SAMOTOP_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Check the configuration (flags, variables, --config file), print it with where each
+    /// value came from, and exit: 0 when it is good, 2 when not.
+    #[arg(long)]
+    pub check_config: bool,
+
     /// SMTP listener: host:port or unix:PATH (repeatable; default 127.0.0.1:2525 when no
     /// listener is given).
     #[arg(
@@ -45,14 +55,19 @@ pub struct Cli {
     pub stdio: bool,
 
     /// Where mail goes: maildir:DIR | lmtp:unix:PATH | lmtp:HOST:PORT | smtp:HOST:PORT |
-    /// stdout | null.
+    /// stdout | null | sqlite:PATH | postgres://... (the inbox store) | http(s)://URL |
+    /// exec:PROGRAM ARG... Repeatable: the message goes to each, and is accepted when all
+    /// took it.
     #[arg(
         long,
         env = "SAMOTOP_DELIVER",
         value_name = "URI",
         default_value = "maildir:./maildir"
     )]
-    pub deliver: Deliver,
+    pub deliver: Vec<Deliver>,
+
+    #[command(flatten)]
+    pub trigger: crate::trigger::TriggerArgs,
 
     /// Maildir layout: single (one Maildir) | per-recipient (DIR/domain/local/).
     #[arg(
@@ -384,6 +399,10 @@ pub struct Cli {
         default_value_t = 0
     )]
     pub inbox_max_bytes: u64,
+
+    /// Encryption at rest (S/MIME): `--encrypt-to` and its companions.
+    #[command(flatten)]
+    pub encrypt: crate::encrypt::EncryptArgs,
 }
 
 /// The `--deliver` URI.
@@ -401,6 +420,10 @@ pub enum Deliver {
     Null,
     /// `sqlite:PATH` or `postgres://...`: the inbox store.
     Inbox(String),
+    /// `http://...` or `https://...`: a webhook.
+    Webhook(String),
+    /// `exec:PROGRAM ARG...`: a command.
+    Exec(String),
 }
 
 impl FromStr for Deliver {
@@ -424,9 +447,13 @@ impl FromStr for Deliver {
             || s.starts_with("postgresql://")
         {
             Ok(Deliver::Inbox(s.to_string()))
+        } else if s.starts_with("http://") || s.starts_with("https://") {
+            Ok(Deliver::Webhook(s.to_string()))
+        } else if let Some(command) = s.strip_prefix("exec:") {
+            Ok(Deliver::Exec(command.to_string()))
         } else {
             Err(format!(
-                "'{s}' is not maildir:DIR, lmtp:unix:PATH, lmtp:HOST:PORT, smtp:HOST:PORT, stdout, null, sqlite:PATH or postgres://..."
+                "'{s}' is not maildir:DIR, lmtp:unix:PATH, lmtp:HOST:PORT, smtp:HOST:PORT, stdout, null, sqlite:PATH, postgres://..., http(s)://URL or exec:PROGRAM"
             ))
         }
     }
