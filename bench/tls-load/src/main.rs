@@ -90,10 +90,8 @@ fn parse_args() -> Result<Options, String> {
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
-        let number = |name: &str, v: String| {
-            v.parse::<usize>()
-                .map_err(|e| format!("{name} {v}: {e}"))
-        };
+        let number =
+            |name: &str, v: String| v.parse::<usize>().map_err(|e| format!("{name} {v}: {e}"));
         match arg.as_str() {
             "--mode" => {
                 o.mode = match value("--mode")?.as_str() {
@@ -210,7 +208,8 @@ fn message(size: usize, from: &str, to: &str) -> Vec<u8> {
         "From: <{from}>\r\nTo: <{to}>\r\nSubject: tls-load\r\nMessage-ID: <tls-load@source.test>\r\n\r\n"
     )
     .into_bytes();
-    let line = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghijklmnop\r\n";
+    let line =
+        b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghijklmnop\r\n";
     while m.len() + line.len() <= size {
         m.extend_from_slice(line);
     }
@@ -260,7 +259,9 @@ async fn expect<S: AsyncRead + AsyncWrite + Unpin>(
             .await
             .map_err(|_| err(format!("no reply to {after} within {timeout:?}")))??;
         if n == 0 {
-            return Err(err(format!("connection closed waiting for the reply to {after}")));
+            return Err(err(format!(
+                "connection closed waiting for the reply to {after}"
+            )));
         }
         if line.len() < 4 || !line.ends_with(b"\n") {
             return Err(err(format!(
