@@ -373,3 +373,86 @@ def _connects(port):
             return True
     except OSError:
         return False
+
+
+# -- every backend gets ciphertext --------------------------------------------------------------
+
+
+def test_a_webhook_receives_ciphertext(samotop, tmp_path):
+    import http.server
+    import threading
+
+    posts = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *a):
+            pass
+
+        def do_POST(self):
+            posts.append(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        s = samotop("--deliver", f"http://127.0.0.1:{server.server_address[1]}/in", "--spf", "off",
+                    "--encrypt-to", pem("p256"))
+        send(s.port, MESSAGE, options=["BODY=8BITMIME"])
+        (body,) = posts
+        assert b"launch" not in body and b"smime-type=enveloped-data" in body
+        assert after_trace(openssl("cms", body, "p256")) == MESSAGE
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_command_reads_ciphertext(samotop, tmp_path):
+    out = tmp_path / "got.eml"
+    s = samotop("--deliver", f"exec:/bin/sh -c 'cat > {out}'", "--spf", "off", "--encrypt-to", pem("rsa2048"))
+    send(s.port, MESSAGE, options=["BODY=8BITMIME"])
+    stored = out.read_bytes()
+    assert b"launch" not in stored
+    assert after_trace(openssl("cms", stored, "rsa2048")) == MESSAGE
+
+
+def test_dovecot_over_lmtp_stores_ciphertext(samotop, tmp_path):
+    dc = Dovecot(users=["bob@example.org"])
+    try:
+        s = samotop("--deliver", f"lmtp:unix:{dc.socket}", "--spf", "off", "--encrypt-to", pem("rsa2048"))
+        send(s.port, MESSAGE, options=["BODY=8BITMIME"])
+        wait_until(lambda: len(dc.messages("bob@example.org")) == 1, what="Dovecot stored it")
+        (stored,) = dc.messages("bob@example.org")
+        assert b"launch" not in stored and b"Subject: the plan" in stored
+        assert after_trace(openssl("cms", stored, "rsa2048")) == MESSAGE
+    finally:
+        dc.stop()
+
+
+def test_the_inbox_lists_encrypted_mail_by_its_clear_fields(samotop, tmp_path):
+    import json
+    import urllib.request
+
+    from conftest import free_port
+
+    http_port = free_port()
+    s = samotop("--deliver", f"sqlite:{tmp_path / 'inbox.db'}", "--http", f"127.0.0.1:{http_port}",
+                "--spf", "off", "--encrypt-to", pem("p384"))
+    send(s.port, MESSAGE, options=["BODY=8BITMIME"])
+
+    def get(path):
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}{path}", timeout=30) as r:
+            return r.read()
+
+    page = wait_until(lambda: json.loads(get("/api/v1/messages"))["messages"], what="the message listed")
+    assert page[0]["Subject"] == "the plan"
+    raw = get(f"/api/v1/message/{page[0]['ID']}/raw")
+    assert b"launch" not in raw
+    assert after_trace(openssl("cms", raw, "p384")) == MESSAGE
+    assert json.loads(get("/api/v1/search?query=launch"))["messages"] == [], "the body is not indexed"
+    shown = json.loads(get(f"/api/v1/message/{page[0]['ID']}"))
+    assert [a["FileName"] for a in shown["Attachments"]] == ["smime.p7m"], shown["Attachments"]
