@@ -1047,7 +1047,7 @@ def report(info, results, cases, servers, extras, tls_cases=(), lmtp_cases=()):
     ]:
         r = ratio((a, "1k-s32"), (b, "1k-s32"))
         if r is not None:
-            targets.append("| %s | ≥ %.1f× | %.2f× | %s |" % (label, want, r,
+            targets.append("| %s | ≥ %.2f× | %.2f× | %s |" % (label, want, r,
                                                                "met" if r >= want else "not met"))
     def target(label, r, want, unit="×"):
         if r is None:
