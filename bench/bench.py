@@ -1053,7 +1053,7 @@ def report(info, results, cases, servers, extras, tls_cases=(), lmtp_cases=()):
         if r is None:
             return
         ok = r >= want if unit == "×" else r <= want
-        targets.append("| %s | %s %.1f%s | %.2f%s | %s |" % (
+        targets.append("| %s | %s %.2f%s | %.2f%s | %s |" % (
             label, "≥" if unit == "×" else "≤", want, unit if unit == "×" else " " + unit, r,
             unit if unit == "×" else " " + unit, "met" if ok else "not met"))
 
