@@ -313,8 +313,10 @@ mod tests {
         use std::time::SystemTime;
         let zone = Zone::new().with_txt("_dmarc.example.com", "v=DMARC1; p=none");
         let check = AuthCheck::new(Verifier::new(zone, Config::default()), "mx.test");
-        let mut config = SessionConfig::default();
-        config.spool = check.is_active();
+        let config = SessionConfig {
+            spool: check.is_active(),
+            ..SessionConfig::default()
+        };
         let info = SessionInfo::new(Peer::Tcp("192.0.2.1:25".parse().unwrap()), "mx.test");
         let mut session = Session::new(Arc::new(config), info);
         let mut input: &[u8] = b"EHLO client.example\r\nMAIL FROM:<amy@example.com>\r\n\
