@@ -372,7 +372,7 @@ maillog_file_prefixes = {dir}
 class Postfix(Server):
     single = False
 
-    def __init__(self, name, base):
+    def __init__(self, name, base, extra=""):
         super().__init__(name, base)
         d = self.dir
         os.chmod(base, 0o755)  # postfix's processes must reach the queue
@@ -383,7 +383,7 @@ class Postfix(Server):
         os.makedirs(os.path.join(d, "data"))
         shutil.chown(os.path.join(d, "data"), "postfix")
         with open(os.path.join(conf, "main.cf"), "w") as f:
-            f.write(POSTFIX_MAIN.format(dir=d))
+            f.write(POSTFIX_MAIN.format(dir=d) + extra)
         with open("/etc/postfix/master.cf") as f:
             master = f.read().splitlines()
         out = []
@@ -779,6 +779,10 @@ def main():
         import inbox  # bench/inbox.py: durable SQL delivery and reads over 100 000 messages
 
         text += "\n" + inbox.report(inbox.run(samotop))
+    if os.environ.get("BENCH_AUTH", "1") != "0":
+        import auth  # bench/auth.py: DKIM/DMARC on and off, and Postfix + OpenDKIM + OpenDMARC
+
+        text += "\n" + auth.report(auth.run(samotop))
     print(text)
     out = os.environ.get("BENCH_OUT")
     if out:
