@@ -6,6 +6,8 @@ Started by scripts/bench, which installs what is missing and builds the release 
 Every server runs on a fresh loopback port with an empty temporary directory:
   samotop-null      samotop --deliver null
   samotop-maildir   samotop --deliver maildir:DIR   (tmp/, fsync, rename, fsync new/)
+  samotop-null-metrics      samotop-null with Prometheus metrics on (--metrics)
+  samotop-null-transcripts  samotop-null with a transcript per session (--transcript DIR)
   smtp-sink         Postfix's protocol-only sink: the upper bound of the protocol
   postfix           a throw-away Postfix instance; smtpd -> cleanup -> queue file, fsync,
                     kept in the hold queue (durable, never delivered)
@@ -77,6 +79,8 @@ PER_SESSION = 900
 MAX_COUNT = 200_000
 SERVERS = [
     "samotop-null",
+    "samotop-null-metrics",
+    "samotop-null-transcripts",
     "samotop-maildir",
     "smtp-sink",
     "postfix",
@@ -86,6 +90,8 @@ SERVERS = [
 # Each server is compared with the samotop of its class.
 CLASS = {
     "samotop-null": "samotop-null",
+    "samotop-null-metrics": "samotop-null",
+    "samotop-null-transcripts": "samotop-null",
     "smtp-sink": "samotop-null",
     "aiosmtpd-discard": "samotop-null",
     "samotop-maildir": "samotop-maildir",
@@ -425,6 +431,11 @@ def start(name, base, samotop):
         return Samotop(name, base, samotop, "null")
     if name == "samotop-maildir":
         return Samotop(name, base, samotop, "maildir")
+    if name == "samotop-null-metrics":
+        return Samotop(name, base, samotop, "null", extra=("--metrics", "127.0.0.1:0"))
+    if name == "samotop-null-transcripts":
+        tdir = os.path.join(base, name + "-transcripts")
+        return Samotop(name, base, samotop, "null", extra=("--transcript", tdir))
     if name in ("base-null", "base-maildir"):
         binary = os.environ.get("BENCH_BASELINE")
         if not binary:
@@ -686,6 +697,10 @@ def report(info, results, cases, servers, extras):
 
     for label, a, b, want in [
         ("null, 1 KiB, 32 sessions vs smtp-sink", "samotop-null", "smtp-sink", 0.6),
+        ("metrics on vs off, null, 1 KiB, 32 sessions", "samotop-null-metrics", "samotop-null",
+         0.97),
+        ("transcripts on vs off, null, 1 KiB, 32 sessions", "samotop-null-transcripts",
+         "samotop-null", 0.85),
         ("null, 1 KiB, 32 sessions vs aiosmtpd-discard", "samotop-null", "aiosmtpd-discard", 4.0),
         ("maildir, 1 KiB, 32 sessions vs Postfix", "samotop-maildir", "postfix", 1.0),
         ("maildir, 1 KiB, 32 sessions vs aiosmtpd-maildir", "samotop-maildir",
@@ -769,6 +784,9 @@ def main():
                     extras["idle"][name] = idle_memory(name, base, samotop, n)
                 except Exception as e:  # noqa: BLE001
                     log("idle %s failed: %s" % (name, e))
+    if env_int("BENCH_SMIME", 1):  # encryption at rest: bench/smime.py
+        import smime
+        extras["smime"] = smime.run(sys.modules[__name__], base, samotop, rounds, seconds)
     ds = env_float("BENCH_DISK_SECONDS", 2)
     if ds > 0:
         log("disk rate")
@@ -779,6 +797,7 @@ def main():
         import inbox  # bench/inbox.py: durable SQL delivery and reads over 100 000 messages
 
         text += "\n" + inbox.report(inbox.run(samotop))
+    text += __import__("smime").report(extras["smime"]) if "smime" in extras else ""
     if os.environ.get("BENCH_AUTH", "1") != "0":
         import auth  # bench/auth.py: DKIM/DMARC on and off, and Postfix + OpenDKIM + OpenDMARC
 

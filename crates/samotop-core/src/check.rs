@@ -53,6 +53,12 @@ pub trait DataCheck: Send + Sync + 'static {
     /// The per-message state.
     type Scan: Scan;
 
+    /// A short name for metrics and logs (`auth`); refusals of a [`DataChecks`] stack are
+    /// tagged with it ([`Refusal::source`](crate::Refusal::source)). Default `check`.
+    fn name(&self) -> &'static str {
+        "check"
+    }
+
     /// False when the check would do nothing (it is configured off): the session then does
     /// not spool. Default true.
     fn is_active(&self) -> bool {
@@ -100,11 +106,15 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The object-safe twin of [`DataCheck`].
 trait DynCheck: Send + Sync {
+    fn name(&self) -> &'static str;
     fn is_active(&self) -> bool;
     fn scan(&self, info: &SessionInfo, envelope: &Envelope) -> Box<dyn DynScan>;
 }
 
 impl<C: DataCheck> DynCheck for C {
+    fn name(&self) -> &'static str {
+        DataCheck::name(self)
+    }
     fn is_active(&self) -> bool {
         DataCheck::is_active(self)
     }
@@ -186,8 +196,8 @@ impl DataChecks {
     }
 }
 
-/// The scans of a [`DataChecks`] stack for one message.
-pub struct DataScans(Vec<Box<dyn DynScan>>);
+/// The scans of a [`DataChecks`] stack for one message, each with its check's name.
+pub struct DataScans(Vec<(&'static str, Box<dyn DynScan>)>);
 
 impl std::fmt::Debug for DataScans {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -207,7 +217,7 @@ impl DataCheck for DataChecks {
             self.stack
                 .iter()
                 .filter(|c| c.is_active())
-                .map(|c| c.scan(info, envelope))
+                .map(|c| (c.name(), c.scan(info, envelope)))
                 .collect(),
         )
     }
@@ -215,15 +225,20 @@ impl DataCheck for DataChecks {
 
 impl Scan for DataScans {
     fn update(&mut self, chunk: &[u8]) {
-        for scan in &mut self.0 {
+        for (_, scan) in &mut self.0 {
             scan.update(chunk);
         }
     }
 
     async fn verdict(self, info: &SessionInfo, envelope: &Envelope, message: &Spool) -> Verdict {
         let mut verdict = Verdict::Accept;
-        for scan in self.0 {
-            verdict = verdict.and(scan.verdict(info, envelope, message).await);
+        for (name, scan) in self.0 {
+            let answer = match scan.verdict(info, envelope, message).await {
+                Verdict::Reject(r) => Verdict::Reject(r.by(name)),
+                Verdict::Close(r) => Verdict::Close(r.by(name)),
+                accepted => accepted,
+            };
+            verdict = verdict.and(answer);
             if !verdict.accepts() {
                 break;
             }
@@ -234,6 +249,9 @@ impl Scan for DataScans {
 
 impl<C: DataCheck> DataCheck for Arc<C> {
     type Scan = C::Scan;
+    fn name(&self) -> &'static str {
+        self.as_ref().name()
+    }
     fn is_active(&self) -> bool {
         self.as_ref().is_active()
     }

@@ -18,6 +18,7 @@ use crate::check::{DataCheck, Scan};
 use crate::dispatch::{MailDispatch, Transaction};
 use crate::envelope::{SessionInfo, TlsInfo};
 use crate::guard::Guard;
+use crate::observe::{Limit, Observation, Observer};
 use crate::reply;
 use crate::session::{Answer, End, Event, Session, SessionConfig, Stage, Stats};
 use crate::spool::Spool;
@@ -85,6 +86,7 @@ pub struct Driver<D, G, C = ()> {
     tls: Option<Arc<dyn TlsUpgrade>>,
     banner_delay: Duration,
     shutdown: Option<watch::Receiver<bool>>,
+    observer: Option<Arc<dyn Observer>>,
 }
 
 impl<D: MailDispatch, G: Guard> Driver<D, G, ()> {
@@ -101,6 +103,7 @@ impl<D: MailDispatch, G: Guard> Driver<D, G, ()> {
             tls: None,
             banner_delay: Duration::ZERO,
             shutdown: None,
+            observer: None,
         }
     }
 }
@@ -119,7 +122,19 @@ impl<D: MailDispatch, G: Guard, C: DataCheck> Driver<D, G, C> {
             tls: self.tls,
             banner_delay: self.banner_delay,
             shutdown: self.shutdown,
+            observer: self.observer,
         }
+    }
+
+    /// Tells this observer what each session does (metrics, transcripts, logs): the session
+    /// then notes refusals, limits and, when the observer
+    /// [wants them](Observer::wants_commands), command lines and content digests.
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        let config = Arc::make_mut(&mut self.config);
+        config.observe = true;
+        config.observe_detail = observer.wants_commands();
+        self.observer = Some(observer);
+        self
     }
 
     /// Offers STARTTLS with this upgrade (sets [`SessionConfig::starttls`]).
@@ -168,6 +183,12 @@ impl<D: MailDispatch, G: Guard, C: DataCheck> Driver<D, G, C> {
         let mut session = Session::new(self.config.clone(), info);
         let mut message = Message::default();
         let mut shutdown = self.shutdown.clone();
+        if let Some(o) = &self.observer {
+            o.observe(session.info(), &Observation::Start);
+            if let Some(tls) = &session.info().tls {
+                o.observe(session.info(), &Observation::Tls(tls));
+            }
+        }
 
         if !self.banner_delay.is_zero() {
             conn.input.reserve(512);
@@ -182,9 +203,13 @@ impl<D: MailDispatch, G: Guard, C: DataCheck> Driver<D, G, C> {
 
         'session: loop {
             while let Some(event) = session.poll_event() {
+                self.notes(&mut session);
                 match event {
                     Event::Reply(r) => {
                         log::trace!("session {}: S: {r}", session.info().id);
+                        if let Some(o) = &self.observer {
+                            o.observe(session.info(), &Observation::Reply(&r));
+                        }
                         if let Err(e) = conn.queue(&r).await {
                             write_failed(&mut session, &e);
                         }
@@ -203,6 +228,7 @@ impl<D: MailDispatch, G: Guard, C: DataCheck> Driver<D, G, C> {
                     }
                 }
             }
+            self.notes(&mut session);
             if session.is_closed() {
                 break;
             }
@@ -233,7 +259,22 @@ impl<D: MailDispatch, G: Guard, C: DataCheck> Driver<D, G, C> {
             end: session.end(),
         };
         log_summary(&session, &summary);
+        if let Some(o) = &self.observer {
+            self.notes(&mut session);
+            o.observe(session.info(), &Observation::End(&summary));
+        }
         summary
+    }
+
+    /// Passes what the session noted on to the observer.
+    fn notes(&self, session: &mut Session) {
+        let Some(o) = &self.observer else {
+            return;
+        };
+        // Bounded: the session notes a few things per command or event.
+        while let Some(note) = session.poll_note() {
+            o.observe(session.info(), &note.observation());
+        }
     }
 
     /// Waits for input, a timeout, or the shutdown signal.
@@ -305,15 +346,30 @@ impl<D: MailDispatch, G: Guard, C: DataCheck> Driver<D, G, C> {
         };
         let plain = std::mem::replace(&mut conn.io, Box::new(empty::empty_duplex()));
         let limit = self.config.limits.handshake_timeout;
-        let (io, info) = match tokio::time::timeout(limit, tls.upgrade(plain)).await {
-            Ok(result) => result?,
+        let upgraded = match tokio::time::timeout(limit, tls.upgrade(plain)).await {
+            Ok(result) => result,
             Err(_elapsed) => {
-                return Err(std::io::Error::new(
+                if let Some(o) = &self.observer {
+                    o.observe(session.info(), &Observation::Limit(Limit::HandshakeTimeout));
+                }
+                Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     format!("no TLS handshake within {:?}", limit),
-                ));
+                ))
             }
         };
+        let (io, info) = match upgraded {
+            Ok(up) => up,
+            Err(e) => {
+                if let Some(o) = &self.observer {
+                    o.observe(session.info(), &Observation::TlsFailed(&e.to_string()));
+                }
+                return Err(e);
+            }
+        };
+        if let Some(o) = &self.observer {
+            o.observe(session.info(), &Observation::Tls(&info));
+        }
         conn.io = io;
         log::debug!(
             "session {}: TLS up: {} {}",
@@ -425,10 +481,20 @@ impl<D: MailDispatch, G: Guard, C: DataCheck> Driver<D, G, C> {
             }
             Event::Commit => {
                 message.spool = None;
-                return match message.tx.take() {
-                    Some(mut tx) => Answer::Committed(tx.commit().await),
-                    None => Answer::Unanswerable,
+                let Some(mut tx) = message.tx.take() else {
+                    return Answer::Unanswerable;
                 };
+                let started = tokio::time::Instant::now();
+                let outcomes = tx.commit().await;
+                if let Some(o) = &self.observer {
+                    let delivered = Observation::Delivered {
+                        envelope: env,
+                        outcomes: &outcomes,
+                        latency: started.elapsed(),
+                    };
+                    o.observe(info, &delivered);
+                }
+                return Answer::Committed(outcomes);
             }
             event => event,
         };
@@ -984,5 +1050,132 @@ mod pump_tests {
                 assert_eq!(log.last().map(String::as_str), Some("commit"));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod observe_tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::observe::{Limit, Observation, Observer, Origin};
+    use crate::{Envelope, Limits, Peer, Recipient, SessionInfo, Verdict};
+
+    /// Records every observation as a line.
+    #[derive(Default)]
+    struct Record(Mutex<Vec<String>>);
+
+    impl Observer for Record {
+        fn observe(&self, _: &SessionInfo, what: &Observation<'_>) {
+            let line = match what {
+                Observation::Start => "start".to_string(),
+                Observation::Command(c) => format!("command {c}"),
+                Observation::Reply(r) => format!("reply {}", r.code()),
+                Observation::Refused { refusal, origin } => {
+                    format!("refused {} {}", origin.as_str(), refusal.code())
+                }
+                Observation::Limit(l) => format!("limit {}", l.as_str()),
+                Observation::Content { size, sha256 } => {
+                    let h = sha256.unwrap_or_default();
+                    format!("content {size} {:02x}{:02x}", h[0], h[1])
+                }
+                Observation::MessageRefused { origin, .. } => {
+                    format!("message refused {}", origin.as_str())
+                }
+                Observation::Delivered { outcomes, .. } => {
+                    format!("delivered {}", outcomes.len())
+                }
+                Observation::End(s) => format!("end {}", s.end.as_str()),
+                other => format!("{other:?}"),
+            };
+            self.0.lock().unwrap().push(line);
+        }
+        fn wants_commands(&self) -> bool {
+            true
+        }
+    }
+
+    struct Sink;
+    struct SinkTx(usize);
+    impl MailDispatch for Sink {
+        type Transaction = SinkTx;
+        async fn open(&self, _: &SessionInfo, _: &Envelope) -> Result<SinkTx, crate::Refusal> {
+            Ok(SinkTx(0))
+        }
+    }
+    impl Transaction for SinkTx {
+        async fn add_recipient(&mut self, _: &Recipient) -> Result<(), crate::Refusal> {
+            self.0 += 1;
+            Ok(())
+        }
+        async fn write(&mut self, _: &[u8]) -> Result<(), crate::Refusal> {
+            Ok(())
+        }
+        async fn commit(&mut self) -> crate::Outcomes {
+            vec![Ok(()); self.0]
+        }
+    }
+
+    struct NoBob;
+    impl Guard for NoBob {
+        async fn rcpt(&self, _: &SessionInfo, _: &Envelope, r: &Recipient) -> Verdict {
+            if r.address.starts_with("bob") {
+                Verdict::Reject(crate::reply::RELAY_DENIED)
+            } else {
+                Verdict::Accept
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_observer_sees_commands_refusals_with_their_origin_limits_and_deliveries() {
+        let record = Arc::new(Record::default());
+        let config = SessionConfig {
+            limits: Limits {
+                max_message_size: 100,
+                ..Limits::default()
+            },
+            ..SessionConfig::default()
+        };
+        let driver = Driver::new(Sink, NoBob, config).with_observer(record.clone());
+        let (server, mut client) = tokio::io::duplex(64 * 1024);
+        let script = b"EHLO x\r\nFOO\r\nMAIL FROM:<a@b>\r\nRCPT TO:<bob@d>\r\nRCPT TO:<c@d>\r\n\
+            DATA\r\nSubject: s\r\n\r\nshort\r\n.\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n";
+        let big = "x".repeat(300);
+        let writer = tokio::spawn(async move {
+            client.write_all(script).await.ok();
+            client.write_all(big.as_bytes()).await.ok();
+            client.write_all(b"\r\n.\r\nQUIT\r\n").await.ok();
+            let mut out = Vec::new();
+            client.read_to_end(&mut out).await.ok();
+        });
+        driver
+            .run(server, SessionInfo::new(Peer::Stdio, "mx.test"))
+            .await;
+        writer.await.ok();
+        let seen = record.0.lock().unwrap().clone();
+        let has = |line: &str| seen.iter().any(|l| l == line);
+        assert_eq!(seen.first().map(String::as_str), Some("start"));
+        assert!(has("command EHLO x") && has("command FOO"), "{seen:?}");
+        assert!(has("refused command 500"), "{seen:?}");
+        assert!(has("refused rcpt 550"), "{seen:?}");
+        assert!(has("delivered 1"), "{seen:?}");
+        assert!(
+            seen.iter().any(|l| l.starts_with("content 21 ")),
+            "{seen:?}"
+        );
+        assert!(
+            has(&format!("limit {}", Limit::MessageSize.as_str())),
+            "{seen:?}"
+        );
+        assert!(
+            has(&format!("refused {} 552", Origin::Data.as_str())),
+            "{seen:?}"
+        );
+        assert_eq!(seen.last().map(String::as_str), Some("end quit"));
+        // The command note comes before its reply.
+        let foo = seen.iter().position(|l| l == "command FOO").unwrap();
+        assert_eq!(seen[foo + 1], "refused command 500");
+        assert_eq!(seen[foo + 2], "reply 500");
     }
 }

@@ -75,6 +75,9 @@ pub struct SessionInfo {
     pub protocol: Protocol,
     /// A short unique id for logs and the Received header.
     pub id: String,
+    /// The kind of listener the session came in on (`smtp`, `smtps`, `lmtp`, `stdio`), for
+    /// metrics and logs. Default `smtp`.
+    pub listener: &'static str,
 }
 
 impl SessionInfo {
@@ -89,6 +92,7 @@ impl SessionInfo {
             tls: None,
             protocol: Protocol::Smtp,
             id: crate::id::next_id(),
+            listener: "smtp",
         }
     }
 

@@ -88,6 +88,12 @@ pub struct Note {
 /// }
 /// ```
 pub trait Guard: Send + Sync + 'static {
+    /// A short name for metrics and logs (`spf`, `accept_domains`); refusals of a
+    /// [`Guards`] stack are tagged with it ([`Refusal::source`]). Default `guard`.
+    fn name(&self) -> &'static str {
+        "guard"
+    }
+
     /// A peer connected; the banner has not been sent yet.
     fn connect(&self, info: &SessionInfo) -> impl Future<Output = Verdict> + Send {
         let _ = info;
@@ -133,6 +139,9 @@ impl Guard for () {}
 
 /// A shared guard.
 impl<G: Guard> Guard for Arc<G> {
+    fn name(&self) -> &'static str {
+        self.as_ref().name()
+    }
     fn connect(&self, info: &SessionInfo) -> impl Future<Output = Verdict> + Send {
         self.as_ref().connect(info)
     }
@@ -167,6 +176,7 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The object-safe twin of [`Guard`], for stacks chosen at run time.
 trait DynGuard: Send + Sync {
+    fn name(&self) -> &'static str;
     fn connect<'a>(&'a self, info: &'a SessionInfo) -> BoxFuture<'a, Verdict>;
     fn helo<'a>(&'a self, info: &'a SessionInfo) -> BoxFuture<'a, Verdict>;
     fn mail<'a>(&'a self, info: &'a SessionInfo, env: &'a Envelope) -> BoxFuture<'a, Verdict>;
@@ -180,6 +190,9 @@ trait DynGuard: Send + Sync {
 }
 
 impl<G: Guard> DynGuard for G {
+    fn name(&self) -> &'static str {
+        Guard::name(self)
+    }
     fn connect<'a>(&'a self, info: &'a SessionInfo) -> BoxFuture<'a, Verdict> {
         Box::pin(Guard::connect(self, info))
     }
@@ -256,7 +269,12 @@ where
 {
     let mut verdict = Verdict::Accept;
     for guard in stack {
-        verdict = verdict.and(ask(guard.as_ref()).await);
+        let answer = match ask(guard.as_ref()).await {
+            Verdict::Reject(r) => Verdict::Reject(r.by(guard.name())),
+            Verdict::Close(r) => Verdict::Close(r.by(guard.name())),
+            accepted => accepted,
+        };
+        verdict = verdict.and(answer);
         if !verdict.accepts() {
             break;
         }

@@ -183,8 +183,17 @@ impl fmt::Display for Reply {
 /// let odd = Refusal::from_reply(Reply::plain(354, "go ahead"));
 /// assert_eq!(odd, reply::DELIVERY_FAILED);
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal(Reply);
+#[derive(Debug, Clone)]
+pub struct Refusal(Reply, Option<&'static str>);
+
+/// Two refusals are equal when their replies are; who refused does not count.
+impl PartialEq for Refusal {
+    fn eq(&self, other: &Refusal) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for Refusal {}
 
 impl Refusal {
     /// A refusal from the table. Only 4xx and 5xx codes build, with an enhanced code of the
@@ -198,7 +207,7 @@ impl Refusal {
             enhanced[0] == code / 100,
             "the enhanced code must be of the reply's class"
         );
-        Refusal(Reply::new(code, enhanced, text))
+        Refusal(Reply::new(code, enhanced, text), None)
     }
 
     /// A refusal with a text made at run time: see [`from_reply`](Refusal::from_reply).
@@ -218,17 +227,20 @@ impl Refusal {
         }
         let class = reply.code / 100;
         match reply.enhanced {
-            Some([c, ..]) if c != class => Refusal(Reply {
-                enhanced: None,
-                ..reply
-            }),
-            _ => Refusal(reply),
+            Some([c, ..]) if c != class => Refusal(
+                Reply {
+                    enhanced: None,
+                    ..reply
+                },
+                None,
+            ),
+            _ => Refusal(reply, None),
         }
     }
 
     /// This refusal with another text, same codes.
     pub fn text(self, text: impl Into<String>) -> Self {
-        Refusal(self.0.text(text))
+        Refusal(self.0.text(text), self.1)
     }
 
     /// The same refusal made temporary: a 5xx becomes the 4xx of the same kind (`550 5.1.1`
@@ -241,12 +253,27 @@ impl Refusal {
             code,
             enhanced,
             text,
-        } = self.0;
-        Refusal(Reply {
-            code: code - 100,
-            enhanced: enhanced.map(|[_, s, d]| [4, s, d]),
-            text,
-        })
+        } = self.0.clone();
+        Refusal(
+            Reply {
+                code: code - 100,
+                enhanced: enhanced.map(|[_, s, d]| [4, s, d]),
+                text,
+            },
+            self.1,
+        )
+    }
+
+    /// This refusal, said by `source` (a guard's or check's [`name`](crate::Guard::name)),
+    /// unless another source was named already. For metrics and logs; not sent.
+    pub fn by(mut self, source: &'static str) -> Self {
+        self.1.get_or_insert(source);
+        self
+    }
+
+    /// Who refused, when a guard or check said so.
+    pub fn source(&self) -> Option<&'static str> {
+        self.1
     }
 
     /// The reply this refusal is.

@@ -144,6 +144,28 @@ pub fn rfc5322_date(now: SystemTime) -> String {
     )
 }
 
+/// An RFC 3339 timestamp in UTC with milliseconds: `2026-11-23T04:10:45.123Z` (for
+/// transcripts and JSON logs).
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// let t = UNIX_EPOCH + Duration::from_millis(1_795_407_045_123);
+/// assert_eq!(samotop_core::trace::rfc3339(t), "2026-11-23T04:10:45.123Z");
+/// ```
+pub fn rfc3339(now: SystemTime) -> String {
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
 /// Days since 1970-01-01 to (year, month 1-12, day 1-31), proleptic Gregorian.
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;

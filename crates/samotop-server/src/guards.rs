@@ -43,11 +43,15 @@ fn normalize(domain: &str) -> String {
 }
 
 impl Guard for AcceptDomains {
+    fn name(&self) -> &'static str {
+        "accept_domains"
+    }
+
     async fn rcpt(&self, info: &SessionInfo, _: &Envelope, recipient: &Recipient) -> Verdict {
         if self.accepts(info, &recipient.path) {
             Verdict::Accept
         } else {
-            log::info!("session {}: relay denied for <{}>", info.id, recipient.path);
+            log::debug!("session {}: relay denied for <{}>", info.id, recipient.path);
             Verdict::Reject(reply::RELAY_DENIED)
         }
     }
@@ -69,6 +73,10 @@ impl MessageRate {
 }
 
 impl Guard for MessageRate {
+    fn name(&self) -> &'static str {
+        "rate"
+    }
+
     async fn mail(&self, info: &SessionInfo, _: &Envelope) -> Verdict {
         let Some(ip) = info.peer.ip() else {
             return Verdict::Accept;
@@ -79,7 +87,7 @@ impl Guard for MessageRate {
         match self.limiter.check_key(&ip_key(ip)) {
             Ok(()) => Verdict::Accept,
             Err(_) => {
-                log::info!("session {}: rate limit reached for {ip}", info.id);
+                log::debug!("session {}: rate limit reached for {ip}", info.id);
                 Verdict::Reject(reply::RATE_LIMITED)
             }
         }

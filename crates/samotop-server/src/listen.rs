@@ -7,7 +7,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use samotop_core::{DataCheck, Driver, Guard, MailDispatch, Peer, SessionInfo};
+use samotop_core::{
+    DataCheck, Driver, Guard, Limit, MailDispatch, Observation, Observer, Peer, SessionInfo,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
@@ -111,6 +113,15 @@ pub(crate) struct Shared<D, G, C> {
     pub proxy_timeout: Duration,
     pub handshake_timeout: Duration,
     pub name: String,
+    pub observer: Option<Arc<dyn Observer>>,
+}
+
+impl<D, G, C> Shared<D, G, C> {
+    fn observe(&self, info: &SessionInfo, what: &Observation<'_>) {
+        if let Some(o) = &self.observer {
+            o.observe(info, what);
+        }
+    }
 }
 
 /// Binds a listener address, with a clear error.
@@ -228,6 +239,16 @@ async fn handle<D: MailDispatch, G: Guard, C: DataCheck>(
         Ok(slot) => slot,
         Err(refusal) => {
             log::warn!("connection refused: {refusal}");
+            let peer = match &conn {
+                Conn::Tcp(_, peer, _) => Peer::Tcp(*peer),
+                Conn::Unix(_) => Peer::Unix,
+            };
+            let info = SessionInfo::new(peer, shared.name.clone());
+            let what = Observation::ConnectionRefused {
+                refusal: &refusal,
+                limit: Limit::Connections,
+            };
+            shared.observe(&info, &what);
             refuse(conn, &refusal).await;
             return;
         }
@@ -249,6 +270,12 @@ async fn handle<D: MailDispatch, G: Guard, C: DataCheck>(
             };
             if let Err(refusal) = shared.limits.admit_ip(&mut slot, peer.ip()) {
                 log::warn!("connection from {} refused: {refusal}", peer.ip());
+                let info = SessionInfo::new(Peer::Tcp(peer), shared.name.clone());
+                let what = Observation::ConnectionRefused {
+                    refusal: &refusal,
+                    limit: Limit::ConnectionsPerIp,
+                };
+                shared.observe(&info, &what);
                 let _ = stream.write_all(&refusal.reply().to_bytes()).await;
                 let _ = stream.shutdown().await;
                 return;
@@ -259,6 +286,7 @@ async fn handle<D: MailDispatch, G: Guard, C: DataCheck>(
     };
     let mut info = SessionInfo::new(peer, shared.name.clone());
     info.local = local;
+    info.listener = kind.as_str();
     match kind {
         Kind::Smtp => {
             shared.smtp.run(io, info).await;
@@ -276,8 +304,15 @@ async fn handle<D: MailDispatch, G: Guard, C: DataCheck>(
                     info.tls = Some(tls_info);
                     shared.smtp.run(io, info).await;
                 }
-                Ok(Err(e)) => log::info!("TLS handshake with {} failed: {e}", info.peer),
-                Err(_) => log::info!("TLS handshake with {} timed out", info.peer),
+                Ok(Err(e)) => {
+                    log::info!("TLS handshake with {} failed: {e}", info.peer);
+                    shared.observe(&info, &Observation::TlsFailed(&e.to_string()));
+                }
+                Err(_) => {
+                    log::info!("TLS handshake with {} timed out", info.peer);
+                    shared.observe(&info, &Observation::Limit(Limit::HandshakeTimeout));
+                    shared.observe(&info, &Observation::TlsFailed("timed out"));
+                }
             }
         }
     }

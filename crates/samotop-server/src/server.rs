@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use samotop_core::{
-    DataCheck, Driver, Guard, Limits, MailDispatch, Peer, Protocol, SessionConfig, SessionInfo,
-    Summary,
+    DataCheck, Driver, Guard, Limits, MailDispatch, Observer, Peer, Protocol, SessionConfig,
+    SessionInfo, Summary,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -85,6 +85,7 @@ pub struct Server<D, G = (), C = ()> {
     tls: Option<Tls>,
     proxy_from: Vec<IpNet>,
     banner_delay: Duration,
+    observer: Option<Arc<dyn Observer>>,
 }
 
 impl<D: MailDispatch> Server<D, (), ()> {
@@ -102,6 +103,7 @@ impl<D: MailDispatch> Server<D, (), ()> {
             tls: None,
             proxy_from: Vec::new(),
             banner_delay: Duration::ZERO,
+            observer: None,
         }
     }
 }
@@ -120,6 +122,7 @@ impl<D: MailDispatch, G: Guard, C: DataCheck> Server<D, G, C> {
             tls: self.tls,
             proxy_from: self.proxy_from,
             banner_delay: self.banner_delay,
+            observer: self.observer,
         }
     }
 
@@ -137,6 +140,7 @@ impl<D: MailDispatch, G: Guard, C: DataCheck> Server<D, G, C> {
             tls: self.tls,
             proxy_from: self.proxy_from,
             banner_delay: self.banner_delay,
+            observer: self.observer,
         }
     }
 
@@ -206,6 +210,13 @@ impl<D: MailDispatch, G: Guard, C: DataCheck> Server<D, G, C> {
         self
     }
 
+    /// Tells this observer what every session and connection does (metrics, transcripts;
+    /// several: [`Observers`](samotop_core::Observers)). Default none.
+    pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
     /// Stores messages with bare CR or LF as they are instead of refusing them (`550
     /// 5.6.0`). Default false.
     pub fn accept_bare_newlines(mut self, accept: bool) -> Self {
@@ -232,6 +243,9 @@ impl<D: MailDispatch, G: Guard, C: DataCheck> Server<D, G, C> {
             if let Some(tls) = &self.tls {
                 d = d.with_tls(Arc::new(tls.clone()));
             }
+            if let Some(o) = &self.observer {
+                d = d.with_observer(o.clone());
+            }
             d
         };
         let shared = Shared {
@@ -247,6 +261,7 @@ impl<D: MailDispatch, G: Guard, C: DataCheck> Server<D, G, C> {
             proxy_timeout: self.limits.proxy_header_timeout,
             handshake_timeout: self.session.limits.handshake_timeout,
             name: self.name.clone(),
+            observer: self.observer.clone(),
         };
         Ok((shared, self.listeners))
     }

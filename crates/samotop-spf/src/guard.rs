@@ -191,6 +191,10 @@ impl SpfGuard {
 }
 
 impl Guard for SpfGuard {
+    fn name(&self) -> &'static str {
+        "spf"
+    }
+
     async fn mail(&self, info: &SessionInfo, envelope: &Envelope) -> Verdict {
         match &self.lookup {
             Some(lookup) => {

@@ -12,6 +12,16 @@ pub use samotop_server::ListenAddr;
 #[derive(Debug, Parser)]
 #[command(name = "samotop", version, about, long_about = None)]
 pub struct Cli {
+    /// Read settings from this TOML file: keys are the long flag names, tables prefix them
+    /// (`[inbox] max-age = 3600`); SAMOTOP_* variables and flags override it.
+    #[arg(long, env = "SAMOTOP_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Check the configuration (flags, variables, --config file), print it with where each
+    /// value came from, and exit: 0 when it is good, 2 when not.
+    #[arg(long)]
+    pub check_config: bool,
+
     /// SMTP listener: host:port or unix:PATH (repeatable; default 127.0.0.1:2525 when no
     /// listener is given).
     #[arg(
@@ -76,6 +86,53 @@ pub struct Cli {
     /// under --dmarc enforce); default: the inbox.
     #[arg(long, env = "SAMOTOP_QUARANTINE_FOLDER", value_name = "FOLDER")]
     pub quarantine_folder: Option<String>,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics (host:port, or a bare port for
+    /// 127.0.0.1); also on the --http listener when both are given.
+    #[arg(long, env = "SAMOTOP_METRICS", value_name = "ADDR")]
+    pub metrics: Option<String>,
+
+    /// Write one transcript per session (every command and reply, never message content)
+    /// into DIR.
+    #[arg(long, env = "SAMOTOP_TRANSCRIPT", value_name = "DIR")]
+    pub transcript: Option<PathBuf>,
+
+    /// Transcript files kept in --transcript DIR; the oldest go first.
+    #[arg(
+        long,
+        env = "SAMOTOP_TRANSCRIPT_MAX_FILES",
+        value_name = "N",
+        default_value_t = 10_000
+    )]
+    pub transcript_max_files: usize,
+
+    /// Bytes of transcripts kept in --transcript DIR; the oldest go first.
+    #[arg(
+        long,
+        env = "SAMOTOP_TRANSCRIPT_MAX_BYTES",
+        value_name = "N",
+        default_value_t = 1 << 30
+    )]
+    pub transcript_max_bytes: u64,
+
+    /// Bytes of one session's transcript; the rest of a longer session is left out.
+    #[arg(
+        long,
+        env = "SAMOTOP_TRANSCRIPT_MAX_SESSION_BYTES",
+        value_name = "N",
+        default_value_t = 256 * 1024
+    )]
+    pub transcript_max_session_bytes: usize,
+
+    /// Log format on standard error: text (for people) or json (one object per line, for
+    /// log shippers).
+    #[arg(
+        long,
+        env = "SAMOTOP_LOG_FORMAT",
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
 
     /// Host name for the banner, the EHLO reply, the Received header and the authserv-id of
     /// Authentication-Results (default: this machine's host name).
@@ -357,6 +414,10 @@ pub struct Cli {
         default_value_t = 0
     )]
     pub inbox_max_bytes: u64,
+
+    /// Encryption at rest (S/MIME): `--encrypt-to` and its companions.
+    #[command(flatten)]
+    pub encrypt: crate::encrypt::EncryptArgs,
 }
 
 /// The `--deliver` URI.
@@ -403,6 +464,16 @@ impl FromStr for Deliver {
             ))
         }
     }
+}
+
+/// The `--log-format` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `[time LEVEL target] message`, for people.
+    Text,
+    /// One JSON object per line: ts, level, target, session (when the line is about one),
+    /// msg.
+    Json,
 }
 
 /// The `--maildir-layout` value.

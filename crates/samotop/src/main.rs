@@ -5,24 +5,38 @@
 //! backend, the guards, the limits and the listeners; the library does the rest.
 
 mod cli;
+mod config;
+mod encrypt;
 
 use std::num::NonZeroU32;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use clap::Parser;
-use samotop_core::{BoxDispatch, DataChecks, Guards, Limits};
+use samotop_core::{BoxDispatch, DataChecks, Guards, Limits, Observers};
 use samotop_delivery::{
     Dialect, Endpoint, Layout, Maildir, Mapped, Null, Proxy, RecipientMap, Stdout,
 };
+use samotop_observe::{Metrics, TranscriptLimits, Transcripts};
 use samotop_server::{AcceptDomains, MessageRate, Server, ServerLimits, Tls, TlsSource};
 
-use crate::cli::{Cli, Deliver, ListenAddr, MaildirLayout, seconds};
+use crate::cli::{Cli, Deliver, ListenAddr, LogFormat, MaildirLayout, seconds};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .target(env_logger::Target::Stderr)
-        .init();
+    let (cli, effective) = match config::parse() {
+        Ok(parsed) => parsed,
+        Err(config::Failure::Usage(e)) => e.exit(),
+        Err(config::Failure::Config(e)) => {
+            eprintln!("samotop: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    logger.target(env_logger::Target::Stderr);
+    if cli.log_format == LogFormat::Json {
+        logger.format(json_line);
+    }
+    logger.init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -33,9 +47,13 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if cli.check_config {
+        print!("{}", effective.render());
+    }
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            let e = effective.locate(&e);
             log::error!("{e}");
             eprintln!("samotop: {e}");
             ExitCode::from(2)
@@ -64,11 +82,21 @@ async fn run(cli: Cli) -> Result<(), String> {
         proxy_header_timeout: seconds("proxy-header-timeout", cli.proxy_header_timeout)?,
         shutdown_grace: seconds("shutdown-grace", cli.shutdown_grace)?,
     };
+    if matches!(cli.deliver, Deliver::Inbox(_)) && cli.encrypt.is_set() {
+        return Err(
+            "--encrypt-to and --encrypt-map encrypt Maildir, LMTP and SMTP delivery; \
+                    the inbox keeps messages readable to show them"
+                .into(),
+        );
+    }
     if cli.stdio && cli.deliver == Deliver::Stdout {
         return Err("--stdio and --deliver stdout both want standard output".into());
     }
 
     let tls = tls_setup(&cli, &name)?;
+    if cli.check_config {
+        return check(&cli, &name);
+    }
     let inbox = match &cli.deliver {
         Deliver::Inbox(uri) => Some(open_inbox(&cli, uri).await?),
         _ => None,
@@ -95,6 +123,10 @@ async fn run(cli: Cli) -> Result<(), String> {
     if let Some(tls) = tls {
         server = server.tls(tls);
     }
+    let (observers, metrics) = observers(&cli);
+    if !observers.is_empty() {
+        server = server.observer(Arc::new(observers));
+    }
 
     if cli.stdio {
         server.serve_stdio().await.map_err(|e| e.to_string())?;
@@ -116,8 +148,23 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
     let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
     let http_task = match &cli.http {
-        Some(addr) => Some(http(&cli, addr, inbox.clone(), http_stopped).await?),
+        Some(addr) => Some(
+            http(
+                &cli,
+                addr,
+                inbox.clone(),
+                metrics.clone(),
+                http_stopped.clone(),
+            )
+            .await?,
+        ),
         None => None,
+    };
+    let metrics_task = match (&cli.metrics, &metrics) {
+        (Some(addr), Some(metrics)) => {
+            Some(serve_metrics(addr, metrics.clone(), http_stopped).await?)
+        }
+        _ => None,
     };
     let running = server.bind().await.map_err(|e| match e {
         samotop_server::Error::SmtpsWithoutTls => {
@@ -133,10 +180,123 @@ async fn run(cli: Cli) -> Result<(), String> {
     running.until_signal().await;
     let _ = stop_http.send(true);
     running.shutdown().await;
-    if let Some(task) = http_task {
+    for task in [http_task, metrics_task].into_iter().flatten() {
         let _ = task.await;
     }
     Ok(())
+}
+
+/// The observers the flags ask for: Prometheus metrics (`--metrics`, or `--http` with an
+/// inbox) and transcripts (`--transcript`).
+fn observers(cli: &Cli) -> (Observers, Option<Arc<Metrics>>) {
+    let mut observers = Observers::default();
+    let transcripts = cli.transcript.as_ref().map(|dir| {
+        let limits = TranscriptLimits {
+            max_files: cli.transcript_max_files.max(1),
+            max_bytes: cli.transcript_max_bytes,
+            per_session: cli.transcript_max_session_bytes,
+            ..TranscriptLimits::default()
+        };
+        log::info!("session transcripts into {}", dir.display());
+        Arc::new(Transcripts::start(dir.clone(), limits))
+    });
+    let metrics = (cli.metrics.is_some() || cli.http.is_some()).then(|| {
+        let mut metrics = Metrics::new(backend_name(&cli.deliver));
+        if let Some(t) = &transcripts {
+            for c in t.collectors() {
+                metrics.register_collector(c);
+            }
+        }
+        Arc::new(metrics)
+    });
+    if let Some(m) = &metrics {
+        observers.push(m.clone());
+    }
+    if let Some(t) = transcripts {
+        observers.push(t);
+    }
+    (observers, metrics)
+}
+
+/// The backend's name for the delivery latency metric.
+fn backend_name(deliver: &Deliver) -> &'static str {
+    match deliver {
+        Deliver::Maildir(_) => "maildir",
+        Deliver::Lmtp(_) => "lmtp",
+        Deliver::Smtp(_) => "smtp",
+        Deliver::Stdout => "stdout",
+        Deliver::Null => "null",
+        Deliver::Inbox(uri) if uri.starts_with("sqlite:") => "sqlite",
+        Deliver::Inbox(_) => "postgres",
+    }
+}
+
+/// `host:port`, or a bare port on 127.0.0.1.
+fn http_addr(addr: &str) -> String {
+    if addr.bytes().all(|b| b.is_ascii_digit()) {
+        format!("127.0.0.1:{addr}")
+    } else {
+        addr.to_string()
+    }
+}
+
+/// `--metrics ADDR`: Prometheus at http://ADDR/metrics, stopped with the rest.
+async fn serve_metrics(
+    addr: &str,
+    metrics: Arc<Metrics>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let addr = http_addr(addr);
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|e| format!("--metrics {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    log::info!("metrics on http://{local}/metrics");
+    let shutdown = async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    Ok(tokio::spawn(async move {
+        if let Err(e) = samotop_observe::serve(listener, metrics, shutdown).await {
+            log::error!("metrics: {e}");
+        }
+    }))
+}
+
+/// `--log-format json`: one object per line; `session` when the message is about one
+/// (`session ID: ...` or `session id=ID ...`).
+fn json_line(
+    buf: &mut env_logger::fmt::Formatter,
+    record: &log::Record<'_>,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let text = record.args().to_string();
+    let (session, msg) = split_session(&text);
+    let mut line = serde_json::json!({
+        "ts": samotop_core::trace::rfc3339(std::time::SystemTime::now()),
+        "level": record.level().as_str(),
+        "target": record.target(),
+        "msg": msg,
+    });
+    if let (Some(id), Some(map)) = (session, line.as_object_mut()) {
+        map.insert("session".into(), serde_json::Value::String(id.to_string()));
+    }
+    writeln!(buf, "{line}")
+}
+
+/// The session id a log message is about, and the message without it.
+fn split_session(text: &str) -> (Option<&str>, &str) {
+    if let Some(rest) = text.strip_prefix("session id=") {
+        let id = rest.split_whitespace().next().unwrap_or("");
+        return (Some(id).filter(|s| !s.is_empty()), text);
+    }
+    if let Some(rest) = text.strip_prefix("session ") {
+        if let Some((id, msg)) = rest.split_once(": ") {
+            if !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '.') {
+                return (Some(id), msg);
+            }
+        }
+    }
+    (None, text)
 }
 
 /// This machine's host name (`uname -n`), or `localhost` when it has none.
@@ -180,30 +340,7 @@ fn endpoint(addr: &ListenAddr) -> Endpoint {
 async fn dispatch(cli: &Cli, name: &str) -> Result<BoxDispatch, String> {
     let inner = match &cli.deliver {
         Deliver::Maildir(dir) => {
-            let layout = match cli.maildir_layout {
-                MaildirLayout::Single => Layout::Single,
-                MaildirLayout::PerRecipient => Layout::PerRecipient,
-            };
-            if layout == Layout::PerRecipient
-                && cli.accept_domain.is_empty()
-                && cli.max_mailboxes.is_none()
-            {
-                return Err(
-                    "--maildir-layout per-recipient makes a mailbox for every address \
-                            it accepts: give --accept-domain (the domains it receives for) or \
-                            --max-mailboxes N"
-                        .into(),
-                );
-            }
-            let mut maildir = Maildir::new(dir.clone(), layout).fold_case(cli.maildir_fold_case);
-            if let Some(max) = cli.max_mailboxes {
-                maildir = maildir.max_mailboxes(max);
-            }
-            if let Some(folder) = &cli.quarantine_folder {
-                maildir = maildir
-                    .quarantine_folder(folder)
-                    .map_err(|e| format!("--quarantine-folder: {e}"))?;
-            }
+            let maildir = maildir(cli, dir)?;
             maildir.create_dirs().map_err(|e| e.to_string())?;
             BoxDispatch::new(maildir)
         }
@@ -217,7 +354,57 @@ async fn dispatch(cli: &Cli, name: &str) -> Result<BoxDispatch, String> {
         Deliver::Null => BoxDispatch::new(Null),
         Deliver::Inbox(_) => return Err("the inbox is opened by open_inbox".into()),
     };
+    let inner = encrypt::wrap(&cli.encrypt, inner)?;
     mapped(cli, inner)
+}
+
+/// The Maildir the flags describe (its directories not made yet).
+fn maildir(cli: &Cli, dir: &std::path::Path) -> Result<Maildir, String> {
+    let layout = match cli.maildir_layout {
+        MaildirLayout::Single => Layout::Single,
+        MaildirLayout::PerRecipient => Layout::PerRecipient,
+    };
+    if layout == Layout::PerRecipient && cli.accept_domain.is_empty() && cli.max_mailboxes.is_none()
+    {
+        return Err(
+            "--maildir-layout per-recipient makes a mailbox for every address it \
+                    accepts: give --accept-domain (the domains it receives for) or \
+                    --max-mailboxes N"
+                .into(),
+        );
+    }
+    let mut maildir = Maildir::new(dir.to_path_buf(), layout).fold_case(cli.maildir_fold_case);
+    if let Some(max) = cli.max_mailboxes {
+        maildir = maildir.max_mailboxes(max);
+    }
+    if let Some(folder) = &cli.quarantine_folder {
+        maildir = maildir
+            .quarantine_folder(folder)
+            .map_err(|e| format!("--quarantine-folder: {e}"))?;
+    }
+    Ok(maildir)
+}
+
+/// `--check-config`: everything [`run`] would check before it makes a directory, opens a
+/// store or dials a server.
+fn check(cli: &Cli, name: &str) -> Result<(), String> {
+    seconds("banner-delay", cli.banner_delay)?;
+    if let Deliver::Maildir(dir) = &cli.deliver {
+        maildir(cli, dir)?;
+    }
+    if cli.http.is_some() && !matches!(cli.deliver, Deliver::Inbox(_)) {
+        return Err("--http needs --deliver sqlite:PATH or postgres://...".into());
+    }
+    mapped(cli, BoxDispatch::new(Null))?;
+    encrypt::check(&cli.encrypt)?;
+    // SPF, DKIM, DMARC: the policies, the shared resolver (reads /etc/resolv.conf without
+    // --dns; no query is sent), the guard and the end-of-data check.
+    let policies = Policies::parse(cli)?;
+    let dns = shared_resolver(cli, &policies)?;
+    guards(cli, name, &policies, dns.as_ref())?;
+    auth_checks(name, &policies, dns.as_ref());
+    eprintln!("samotop: the configuration is good");
+    Ok(())
 }
 
 /// `--map` around a dispatch.
@@ -353,14 +540,11 @@ async fn http(
     cli: &Cli,
     addr: &str,
     inbox: Option<samotop_inbox::Inbox>,
+    metrics: Option<Arc<Metrics>>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
     let inbox = inbox.ok_or("--http needs --deliver sqlite:PATH or postgres://...")?;
-    let addr = if addr.bytes().all(|b| b.is_ascii_digit()) {
-        format!("127.0.0.1:{addr}")
-    } else {
-        addr.to_string()
-    };
+    let addr = http_addr(addr);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .map_err(|e| format!("--http {addr}: {e}"))?;
@@ -378,8 +562,44 @@ async fn http(
         let _ = stopped.wait_for(|stop| *stop).await;
     };
     Ok(tokio::spawn(async move {
-        if let Err(e) = face.serve(listener, shutdown).await {
+        let mut router = face.router();
+        if let Some(metrics) = metrics {
+            router = router.merge(samotop_observe::router(metrics));
+        }
+        let served = axum::serve(listener, router).with_graceful_shutdown(shutdown);
+        if let Err(e) = served.await {
             log::error!("web inbox: {e}");
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_session;
+
+    #[test]
+    fn log_lines_about_a_session_carry_its_id() {
+        assert_eq!(
+            split_session("session 1a2b.3: refused at rcpt by rate: 450 4.7.0 slow down"),
+            (
+                Some("1a2b.3"),
+                "refused at rcpt by rate: 450 4.7.0 slow down"
+            )
+        );
+        let line = "session id=77 peer=127.0.0.1:4000 started";
+        assert_eq!(split_session(line), (Some("77"), line));
+    }
+
+    #[test]
+    fn other_lines_are_left_alone() {
+        for text in [
+            "listening on 127.0.0.1:25",
+            "session : empty id",
+            "session a b: spaces in the id",
+            "session id=",
+            "sessions 12: not ours",
+        ] {
+            assert_eq!(split_session(text), (None, text), "{text}");
+        }
+    }
 }

@@ -9,11 +9,13 @@
 
 use bytes::BytesMut;
 use samotop_parser::Body;
+use sha2::{Digest, Sha256};
 
 use super::decode::BareNewlines;
 use super::header::HeaderScanner;
 use super::{End, Event, Input, Session, Stage, Waiting};
 use crate::guard::Verdict;
+use crate::observe::{Limit, Note, Origin};
 use crate::reply::{self, Refusal};
 use crate::trace;
 
@@ -28,6 +30,10 @@ pub(super) struct Message {
     pub(super) size: u64,
     /// The first failure; the data is then read and thrown away, and the failure answered.
     pub(super) failure: Option<Refusal>,
+    /// Where the failure came from.
+    failure_origin: Option<Origin>,
+    /// The content's SHA-256 so far (only for an observer that wants the detail).
+    hasher: Option<Sha256>,
     /// `Guard(Data)` accepted: content flows.
     pub(super) accepted: bool,
     /// The content comes in BDAT chunks.
@@ -53,6 +59,20 @@ pub(super) struct Message {
 }
 
 impl Session {
+    /// The message fails (the first failure stays): the rest of the data is read and thrown
+    /// away, and the failure answered at its end.
+    fn fail_message(&mut self, refusal: Refusal, origin: Origin) {
+        if self.message.failure.is_none() {
+            match refusal.clone() {
+                r if r == reply::MESSAGE_TOO_BIG => self.limit(Limit::MessageSize),
+                r if r == reply::BARE_NEWLINE => self.limit(Limit::BareNewline),
+                _ => {}
+            }
+            self.message.failure = Some(refusal);
+            self.message.failure_origin = Some(origin);
+        }
+    }
+
     /// Checks common to DATA and the first BDAT; `None` when the data may start.
     fn data_refusal(&self) -> Option<Refusal> {
         match self.envelope.as_ref() {
@@ -95,6 +115,7 @@ impl Session {
             // Not part of a live transaction: one reply, after the chunk.
             self.stats.errors += 1;
             self.message.failure = Some(refusal);
+            self.message.failure_origin = Some(Origin::Command);
             self.message.discard = true;
             if size == 0 {
                 self.bdat_chunk_done(last);
@@ -116,7 +137,7 @@ impl Session {
     fn account(&mut self, size: u64) {
         self.message.size = self.message.size.saturating_add(size);
         if self.message.size > self.max_message_size() {
-            self.message.failure.get_or_insert(reply::MESSAGE_TOO_BIG);
+            self.fail_message(reply::MESSAGE_TOO_BIG, Origin::Data);
         }
     }
 
@@ -140,9 +161,7 @@ impl Session {
                     self.reply(reply::START_DATA);
                 }
             }
-            Verdict::Reject(refusal) if bdat => {
-                self.message.failure = Some(refusal);
-            }
+            Verdict::Reject(refusal) if bdat => self.fail_message(refusal, Origin::Data),
             Verdict::Reject(refusal) => self.refuse(refusal),
             Verdict::Close(refusal) => return self.close_with(Some(refusal), End::Refused),
         }
@@ -162,6 +181,9 @@ impl Session {
         let m = &mut self.message;
         m.accepted = true;
         m.spooling = self.config.spool;
+        if self.config.observe_detail {
+            m.hasher = Some(Sha256::new());
+        }
         m.scanner = Some(HeaderScanner::new(&self.info.server_name, &sender));
         m.chunk
             .reserve(self.config.limits.chunk_size.min(16 * 1024));
@@ -186,6 +208,9 @@ impl Session {
             Some(scanner) if !scanner.header_done() => {
                 let (used, end) = decoder.decode(input, &mut m.scratch, room);
                 let produced = m.scratch.len() as u64;
+                if let Some(h) = m.hasher.as_mut() {
+                    h.update(&m.scratch);
+                }
                 scanner.scan(&m.scratch, &mut m.chunk);
                 m.scratch.clear();
                 (used, end, produced)
@@ -193,6 +218,9 @@ impl Session {
             _ => {
                 let before = m.chunk.len();
                 let (used, end) = decoder.decode(input, &mut m.chunk, room);
+                if let Some(h) = m.hasher.as_mut() {
+                    h.update(&m.chunk[before..]);
+                }
                 (used, end, (m.chunk.len() - before) as u64)
             }
         };
@@ -200,7 +228,7 @@ impl Session {
         self.took(produced);
         if end {
             if bare && !self.config.accept_bare_newlines {
-                self.message.failure.get_or_insert(reply::BARE_NEWLINE);
+                self.fail_message(reply::BARE_NEWLINE, Origin::Data);
             }
             self.input = Input::Command;
             self.end_of_data();
@@ -222,6 +250,9 @@ impl Session {
                 self.message.bare.scan(bytes);
             }
             let m = &mut self.message;
+            if let Some(h) = m.hasher.as_mut() {
+                h.update(bytes);
+            }
             match m.scanner.as_mut() {
                 Some(scanner) => scanner.scan(bytes, &mut m.chunk),
                 None => m.chunk.extend_from_slice(bytes),
@@ -245,7 +276,7 @@ impl Session {
             self.message.size += produced;
         }
         if self.message.size > self.max_message_size() {
-            self.message.failure.get_or_insert(reply::MESSAGE_TOO_BIG);
+            self.fail_message(reply::MESSAGE_TOO_BIG, Origin::Data);
         }
         if self.message.failure.is_some() {
             self.message.chunk.clear();
@@ -262,6 +293,7 @@ impl Session {
             if !self.message.accepted {
                 self.message = Message::default();
             }
+            self.origin = Origin::Command;
             self.refuse(failure);
             if self.stats.errors >= self.config.limits.max_errors {
                 self.close_with(Some(reply::TOO_MANY_ERRORS), End::Refused);
@@ -269,13 +301,17 @@ impl Session {
             return;
         }
         if last && self.message.bare.found() {
-            self.message.failure.get_or_insert(reply::BARE_NEWLINE);
+            self.fail_message(reply::BARE_NEWLINE, Origin::Data);
         }
         match (self.message.failure.clone(), last) {
             // A failed chunk ends the transaction (RFC 3030 3): one reply, as for any command.
             (Some(failure), false) => {
                 log::info!("session {}: message refused: {failure}", self.info.id);
+                let origin = self.message.failure_origin;
                 self.abort_transaction();
+                if let Some(origin) = origin {
+                    self.origin = origin;
+                }
                 self.refuse(failure);
             }
             (None, false) => self.reply(reply::CHUNK_OK),
@@ -356,6 +392,13 @@ impl Session {
     /// The data is complete (or failed): write what is left, then commit or refuse.
     fn end_of_data(&mut self) {
         self.message.ended = true;
+        if self.config.observe {
+            let note = Note::Content {
+                size: self.message.size,
+                sha256: self.message.hasher.take().map(|h| h.finalize().into()),
+            };
+            self.notes.push_back(note);
+        }
         let m = &mut self.message;
         if let Some(scanner) = m.scanner.as_mut() {
             scanner.finish(&mut m.chunk);
@@ -411,9 +454,7 @@ impl Session {
                     env.quarantine |= note.quarantine;
                 }
             }
-            Verdict::Reject(refusal) => {
-                self.message.failure = Some(refusal);
-            }
+            Verdict::Reject(refusal) => self.fail_message(refusal, Origin::EndOfData),
             Verdict::Close(refusal) => return self.close_with(Some(refusal), End::Refused),
         }
         self.message.checked = true;
@@ -458,7 +499,7 @@ impl Session {
 
     fn write_failed(&mut self, refusal: Refusal) {
         log::warn!("session {}: delivery failed: {refusal}", self.info.id);
-        self.message.failure.get_or_insert(refusal);
+        self.fail_message(refusal, Origin::Backend);
         self.message.chunk.clear();
         if self.message.ended {
             self.advance_end();
@@ -469,9 +510,17 @@ impl Session {
     fn finish_failed(&mut self, failure: Refusal) {
         log::info!("session {}: message refused: {failure}", self.info.id);
         let n = self.reply_count();
+        let origin = self.message.failure_origin;
         self.abort_transaction();
         for _ in 1..n {
             self.reply(failure.clone());
+        }
+        if let Some(origin) = origin {
+            self.origin = origin;
+        }
+        if self.config.observe {
+            let note = Note::MessageRefused(failure.clone(), self.origin);
+            self.notes.push_back(note);
         }
         self.refuse(failure);
     }

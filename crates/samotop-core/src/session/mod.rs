@@ -36,6 +36,7 @@ use crate::dispatch::{Capabilities, Outcomes};
 use crate::envelope::{Envelope, Protocol, Recipient, SessionInfo, TlsInfo};
 use crate::guard::Verdict;
 use crate::limits::Limits;
+use crate::observe::{Limit, Note, Origin};
 use crate::reply::{self, Refusal, Reply};
 
 /// What a session is configured to do. Shared by all sessions of a listener.
@@ -58,6 +59,12 @@ pub struct SessionConfig {
     /// Spool each message for end-of-data checks before the backend sees it. A
     /// [`Driver`](crate::Driver) sets it when it has an active [`DataCheck`](crate::DataCheck).
     pub spool: bool,
+    /// Note refusals (with their origin) and limits for an [`Observer`](crate::Observer). A
+    /// [`Driver`](crate::Driver) sets it when it has one. Default false: nothing is noted.
+    pub observe: bool,
+    /// Also note each command line and each message's size and SHA-256 (transcripts).
+    /// Default false.
+    pub observe_detail: bool,
 }
 
 impl Default for SessionConfig {
@@ -70,6 +77,8 @@ impl Default for SessionConfig {
             accept_bare_newlines: false,
             capabilities: Capabilities::default(),
             spool: false,
+            observe: false,
+            observe_detail: false,
         }
     }
 }
@@ -265,6 +274,10 @@ pub struct Session {
     stats: Stats,
     end: End,
     now: SystemTime,
+    /// Where a refusal now would come from.
+    origin: Origin,
+    /// What was noted for the observer (only with [`SessionConfig::observe`]).
+    notes: VecDeque<Note>,
 }
 
 impl Session {
@@ -287,6 +300,46 @@ impl Session {
             stats: Stats::default(),
             end: End::Open,
             now: UNIX_EPOCH,
+            origin: Origin::Connect,
+            notes: VecDeque::new(),
+        }
+    }
+
+    /// The next thing noted for the observer, if any.
+    pub(crate) fn poll_note(&mut self) -> Option<Note> {
+        self.notes.pop_front()
+    }
+
+    /// Notes a limit reached (for the observer).
+    pub(super) fn limit(&mut self, limit: Limit) {
+        if self.config.observe {
+            self.notes.push_back(Note::Limit(limit));
+        }
+    }
+
+    /// Notes a refusal sent, with where it came from (and logs it once: the reply, where,
+    /// and who refused).
+    fn noted_refusal(&mut self, refusal: &Refusal) {
+        let by = refusal
+            .source()
+            .map(|s| format!(" by {s}"))
+            .unwrap_or_default();
+        if self.origin == Origin::Command {
+            log::debug!(
+                "session {}: refused at {}{by}: {refusal}",
+                self.info.id,
+                self.origin.as_str()
+            );
+        } else {
+            log::info!(
+                "session {}: refused at {}{by}: {refusal}",
+                self.info.id,
+                self.origin.as_str()
+            );
+        }
+        if self.config.observe {
+            self.notes
+                .push_back(Note::Refused(refusal.clone(), self.origin));
         }
     }
 
@@ -395,19 +448,36 @@ impl Session {
                 log::warn!("session {}: the connect check did not answer", self.info.id);
                 self.verdict(Stage::Connect, Verdict::Close(reply::NOT_READY))
             }
-            (Waiting::Open, Answer::Done(r)) => self.opened(r),
-            (Waiting::AddRecipient, Answer::Done(r)) => self.recipient_added(r),
-            (Waiting::Begin, Answer::Done(r)) => self.begun(r),
+            (Waiting::Open, Answer::Done(r)) => {
+                self.origin = Origin::Backend;
+                self.opened(r)
+            }
+            (Waiting::AddRecipient, Answer::Done(r)) => {
+                self.origin = Origin::Backend;
+                self.recipient_added(r)
+            }
+            (Waiting::Begin, Answer::Done(r)) => {
+                self.origin = Origin::Backend;
+                self.begun(r)
+            }
             (Waiting::Chunk | Waiting::Spool | Waiting::Unspool, Answer::Done(r)) => {
+                self.origin = Origin::Backend;
                 self.written(r)
             }
-            (Waiting::Commit, Answer::Committed(o)) => self.committed(o),
-            (waiting, Answer::TimedOut) => self.backend_timed_out(waiting, reply::BACKEND_TIMEOUT),
+            (Waiting::Commit, Answer::Committed(o)) => {
+                self.origin = Origin::Backend;
+                self.committed(o)
+            }
+            (waiting, Answer::TimedOut) => {
+                self.origin = Origin::Backend;
+                self.backend_timed_out(waiting, reply::BACKEND_TIMEOUT)
+            }
             (waiting, Answer::Unanswerable) => {
                 log::error!(
                     "session {}: the driver could not answer {waiting:?}",
                     self.info.id
                 );
+                self.origin = Origin::Backend;
                 self.backend_timed_out(waiting, reply::DELIVERY_FAILED)
             }
             (waiting, answer) => {
@@ -433,6 +503,9 @@ impl Session {
 
     /// No input arrived within [`read_timeout`](Session::read_timeout): 421 4.4.2 and close.
     pub fn timed_out(&mut self) {
+        if !self.is_closed() {
+            self.limit(Limit::Timeout);
+        }
         self.close_with(Some(reply::TIMEOUT), End::Timeout);
     }
 
@@ -466,8 +539,10 @@ impl Session {
         self.events.push_back(Event::Reply(reply.into()));
     }
 
-    /// Sends a refusal; a `421` closes the session, as the code says.
+    /// Sends a refusal (noted with the current origin); a `421` closes the session, as the
+    /// code says.
     fn refuse(&mut self, refusal: Refusal) {
+        self.noted_refusal(&refusal);
         if refusal.code() == 421 {
             self.close_with(Some(refusal), End::Refused);
         } else {
@@ -491,6 +566,11 @@ impl Session {
     }
 
     fn close_with(&mut self, refusal: Option<Refusal>, end: End) {
+        if let Some(refusal) = &refusal {
+            if !self.is_closed() {
+                self.noted_refusal(refusal);
+            }
+        }
         self.close(refusal.map(Reply::from), end)
     }
 
@@ -513,6 +593,14 @@ impl Session {
 
     /// A guard's or check's verdict.
     fn verdict(&mut self, stage: Stage, verdict: Verdict) {
+        self.origin = match stage {
+            Stage::Connect => Origin::Connect,
+            Stage::Helo => Origin::Helo,
+            Stage::Mail => Origin::Mail,
+            Stage::Rcpt => Origin::Rcpt,
+            Stage::Data => Origin::Data,
+            Stage::EndOfData => Origin::EndOfData,
+        };
         match stage {
             Stage::Connect => self.connect_verdict(verdict),
             Stage::Helo => self.helo_verdict(verdict),
@@ -530,6 +618,9 @@ impl Session {
             "session {}: no answer to {waiting:?}; answering {refusal}",
             self.info.id
         );
+        if refusal == reply::BACKEND_TIMEOUT {
+            self.limit(Limit::BackendTimeout);
+        }
         // The driver dropped the transaction whose call did not end.
         match waiting {
             Waiting::Open => self.opened(Err(refusal)),

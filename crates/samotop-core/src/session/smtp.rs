@@ -7,6 +7,7 @@ use samotop_parser::{
 use super::{End, Event, Input, Session, Stage, Waiting};
 use crate::envelope::{Envelope, Protocol, Recipient};
 use crate::guard::Verdict;
+use crate::observe::{Limit, Note, Origin};
 use crate::reply::{self, Refusal};
 
 impl Session {
@@ -38,6 +39,8 @@ impl Session {
                 // Answer now (the client may never send LF), then skip to the end of this
                 // line: its LF may already be here, or come later.
                 self.stats.commands += 1;
+                self.origin = Origin::Command;
+                self.limit(Limit::LineLength);
                 self.error(reply::LINE_TOO_LONG);
                 match memchr::memchr(b'\n', &input[limit..]) {
                     Some(i) => limit + i + 1,
@@ -59,6 +62,11 @@ impl Session {
             self.info.id,
             String::from_utf8_lossy(line)
         );
+        self.origin = Origin::Command;
+        if self.config.observe_detail {
+            let shown = String::from_utf8_lossy(&line[..line.len().min(512)]).into_owned();
+            self.notes.push_back(Note::Command(shown));
+        }
         match samotop_parser::parse_command(line) {
             Ok(command) => self.command(command),
             Err(e) => {
@@ -95,8 +103,10 @@ impl Session {
     /// A bad command: reply, count it, and close when the budget is spent.
     pub(super) fn error(&mut self, refusal: Refusal) {
         self.stats.errors += 1;
+        self.origin = Origin::Command;
         self.refuse(refusal);
         if self.stats.errors >= self.config.limits.max_errors {
+            self.limit(Limit::Errors);
             self.close_with(Some(reply::TOO_MANY_ERRORS), End::Refused);
         }
     }
@@ -104,6 +114,13 @@ impl Session {
     fn command(&mut self, command: Command) {
         log::debug!("session {}: {}", self.info.id, command.verb());
         let lmtp = self.config.protocol == Protocol::Lmtp;
+        self.origin = match command {
+            Command::Helo(_) | Command::Ehlo(_) | Command::Lhlo(_) => Origin::Helo,
+            Command::Mail(..) => Origin::Mail,
+            Command::Rcpt(..) => Origin::Rcpt,
+            Command::Data | Command::Bdat { .. } => Origin::Data,
+            _ => Origin::Command,
+        };
         match command {
             Command::Helo(_) | Command::Ehlo(_) if lmtp => self.error(reply::LMTP_NEEDS_LHLO),
             Command::Lhlo(_) if !lmtp => self.error(reply::UNRECOGNIZED),
@@ -262,12 +279,14 @@ impl Session {
             return self.refuse(refusal);
         }
         if params.size.is_some_and(|s| s > self.max_message_size()) {
+            self.limit(Limit::MessageSize);
             return self.refuse(reply::MESSAGE_TOO_BIG);
         }
         if matches!(&from, ReversePath::Mailbox(m) if m.is_utf8()) && !params.smtputf8 {
             return self.refuse(reply::NEED_SMTPUTF8);
         }
         if self.transactions >= self.config.limits.max_transactions {
+            self.limit(Limit::Transactions);
             return self.close_with(Some(reply::TOO_MANY_TRANSACTIONS), End::Refused);
         }
         self.transactions += 1;
@@ -331,11 +350,14 @@ impl Session {
         if self.message.accepted {
             return self.error(reply::RCPT_AFTER_BDAT);
         }
+        let full = env.recipients.len() >= self.config.limits.max_recipients;
+        let utf8 = matches!(&to, ForwardPath::Mailbox(m) if m.is_utf8()) && !env.params.smtputf8;
         let refusal = if let Some(refusal) = self.rcpt_params_refusal(&params) {
             Some(refusal)
-        } else if env.recipients.len() >= self.config.limits.max_recipients {
+        } else if full {
+            self.limit(Limit::Recipients);
             Some(reply::TOO_MANY_RECIPIENTS)
-        } else if matches!(&to, ForwardPath::Mailbox(m) if m.is_utf8()) && !env.params.smtputf8 {
+        } else if utf8 {
             Some(reply::NEED_SMTPUTF8)
         } else {
             None
@@ -384,6 +406,7 @@ impl Session {
         self.stats.rejected_rcpts += 1;
         self.refuse(refusal);
         if self.stats.rejected_rcpts > self.config.limits.max_rejected_recipients {
+            self.limit(Limit::RejectedRecipients);
             log::info!(
                 "session {}: {} recipients refused, closing",
                 self.info.id,
