@@ -611,3 +611,23 @@ def test_an_unknown_policy_is_refused_at_start(tmp_path, flag):
     assert s.proc.wait(timeout=30) == 2
     s.stop()
     assert f"{flag[0]}: unknown" in s.log, s.log
+
+
+@pytest.mark.parametrize("value,code", [("enforce", 0), ("maybe", 2)])
+def test_check_config_checks_the_policies_from_a_config_file(tmp_path, value, code):
+    """--config keys are the long flag names: `dmarc = "..."` is checked by --check-config
+    with the same parser as the flag, and the shared resolver is built (no query is sent)."""
+    import subprocess
+
+    from conftest import BIN
+
+    cfg = tmp_path / "samotop.toml"
+    cfg.write_text(f'dkim = "tag"\ndmarc = "{value}"\ndns = "127.0.0.1:9"\n')
+    r = subprocess.run([BIN, "--config", str(cfg), "--check-config", "--deliver", "null"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == code, r.stderr
+    assert f'dmarc = "{value}"  # {cfg}:2' in r.stdout, r.stdout
+    if code:
+        assert '--dmarc: unknown dmarc policy "maybe"' in r.stderr, r.stderr
+    else:
+        assert "the configuration is good" in r.stderr, r.stderr
