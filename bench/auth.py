@@ -28,7 +28,9 @@ Targets: auth-on keeps at least 0.8x of auth-off, and is at least 2x postfix-mil
 
 Knobs: BENCH_AUTH=0 skips it in bench.py; BENCH_AUTH_ROUNDS (default BENCH_ROUNDS or 3),
 BENCH_AUTH_SECONDS (default BENCH_SECONDS or 2) per measurement; BENCH_AUTH_DNS;
-BENCH_AUTH_CRITERION=0 skips the criterion bench.
+BENCH_AUTH_CRITERION=0 skips the criterion bench; BENCH_AUTH_MILTERS=0 skips the Postfix peer.
+If the milter peer fails its warm-up or its stored message lacks dkim=pass and dmarc=pass, it
+is left out of the table and the report says why .
 """
 
 import glob
@@ -46,7 +48,8 @@ import bench as base  # the bench's process accounting, samotop and Postfix peer
 
 SESSIONS = 32
 SIZE = 10 * 1024
-DOMAIN = "bench.test"
+# Not under test.: OpenDKIM's libunbound answers that special-use zone itself (NXDOMAIN).
+DOMAIN = "bench.example"
 NAMES = ["auth-off", "auth-on", "postfix-milters"]
 
 
@@ -75,7 +78,8 @@ def genkey(d):
 class Dnsmasq:
     def __init__(self, d, addr, records):
         args = ["dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
-                "--port=53", f"--listen-address={addr}", "--bind-interfaces", "--local=/test/",
+                "--port=53", f"--listen-address={addr}", "--bind-interfaces",
+                "--local=/%s/" % DOMAIN.rsplit(".", 1)[1],
                 "--user=root", f"--pid-file={d}/dnsmasq.pid"]
         for name, text in records:
             raw = text.encode()
@@ -101,7 +105,7 @@ def message_file(d, key):
              for i in range(SIZE // 64)]
     msg = (b"From: Bench <bench@" + DOMAIN.encode() + b">\r\nTo: rcpt@sink.test\r\n"
            b"Subject: auth bench\r\nDate: Tue, 01 Dec 2026 10:00:00 +0000\r\n"
-           b"Message-ID: <auth-bench@bench.test>\r\n\r\n" + b"".join(lines))
+           b"Message-ID: <auth-bench@bench.example>\r\n\r\n" + b"".join(lines))
     signed = run_ok(["/usr/bin/dkimsign", "--hcanon", "relaxed", "--bcanon", "simple", "bench",
                      DOMAIN, key], msg)
     path = os.path.join(d, "message.eml")
@@ -119,17 +123,23 @@ class Milters:
     def __init__(self, d, addr):
         self.dir = d
         self.dkim_port, self.dmarc_port = base.free_port(), base.free_port()
-        with open(os.path.join(d, "unbound.conf"), "w") as f:
-            f.write(f'server:\n  do-not-query-localhost: no\n  module-config: "iterator"\n'
-                    f'forward-zone:\n  name: "."\n  forward-addr: {addr}\n')
         with open(os.path.join(d, "opendkim.conf"), "w") as f:
             f.write(f"Mode v\nSocket inet:{self.dkim_port}@127.0.0.1\nPidFile {d}/opendkim.pid\n"
                     f"Syslog no\nAuthservID postfix.bench\nQueryCache yes\n"
-                    f"ResolverConfiguration {d}/unbound.conf\n")
+                    # Nameservers, not an unbound.conf (ResolverConfiguration): OpenDKIM
+                    # 2.11 parses that file for every message, and libunbound's parser
+                    # (flex) is not reentrant: under 32 sessions it aborts ("fatal flex
+                    # scanner internal error") and Postfix answers 451 4.7.1.
+                    f"Nameservers {addr}\n")
         with open(os.path.join(d, "opendmarc.conf"), "w") as f:
             f.write(f"Socket inet:{self.dmarc_port}@127.0.0.1\nPidFile {d}/opendmarc.pid\n"
                     "Syslog false\nAuthservID postfix.bench\nTrustedAuthservIDs postfix.bench\n"
-                    "RejectFailures false\nSPFSelfValidate false\nRequiredHeaders false\n")
+                    "RejectFailures false\nSPFSelfValidate false\nRequiredHeaders false\n"
+                    # Its default IgnoreHosts is 127.0.0.1: every message here would be
+                    # passed over unchecked. Ignore only an address nothing comes from.
+                    f"IgnoreHosts {d}/ignore.hosts\n")
+        with open(os.path.join(d, "ignore.hosts"), "w") as f:
+            f.write("192.0.2.255\n")
         with open(os.path.join(d, "resolv.conf"), "w") as f:
             f.write(f"nameserver {addr}\n")
         self.log = open(os.path.join(d, "milters.log"), "wb")
@@ -265,22 +275,37 @@ def run(samotop=None):
                                     extra=flags + ["--dkim", "off", "--dmarc", "off"]))
         servers.append(base.Samotop("auth-on", d, samotop, "maildir",
                                     extra=flags + ["--dkim", "tag", "--dmarc", "tag"]))
-        milters = Milters(d, addr)
-        servers.append(PostfixMilters("postfix-milters", d, milters))
+        if os.environ.get("BENCH_AUTH_MILTERS", "1") != "0":
+            milters = Milters(d, addr)
+            servers.append(PostfixMilters("postfix-milters", d, milters))
         counts = {}
-        for s in servers:
+        for s in list(servers):
             t0 = time.monotonic()
-            measure(s, path, 320)  # warm-up: caches filled
+            try:
+                measure(s, path, 320)  # warm-up: caches filled
+            except RuntimeError as e:
+                if s.name != "postfix-milters":
+                    raise
+                # Reported, not fatal: the comparison is left out, with the reason.
+                out["excluded"] = {s.name: "warm-up failed: %s" % str(e)[-300:]}
+                log("%s excluded: %s" % (s.name, e))
+                s.stop()
+                servers.remove(s)
+                continue
             counts[s.name] = int(max(SESSIONS * 4, 320 / (time.monotonic() - t0) * seconds))
         on = samotop_one_stored(servers[1]).decode(errors="replace")
-        pf = servers[2].one_stored().decode(errors="replace")
-        out["checked"] = {
-            "auth-on": "dkim=pass" in on and "dmarc=pass" in on,
-            "postfix-milters": "dkim=pass" in pf and "dmarc=pass" in pf,
-        }
+        out["checked"] = {"auth-on": "dkim=pass" in on and "dmarc=pass" in on}
+        if len(servers) > 2:
+            pf = servers[2].one_stored().decode(errors="replace")
+            out["checked"]["postfix-milters"] = "dkim=pass" in pf and "dmarc=pass" in pf
+            if not out["checked"]["postfix-milters"]:
+                out["excluded"] = {"postfix-milters": "its stored message does not say "
+                                   "dkim=pass and dmarc=pass: %r" % pf[:400]}
+                servers[2].stop()
+                servers.pop()
         log("verdicts checked: %s" % out["checked"])
         for r in range(rounds):
-            order = servers[r % 3:] + servers[:r % 3]
+            order = servers[r % len(servers):] + servers[:r % len(servers)]
             for s in order:
                 m = measure(s, path, counts[s.name])
                 out["results"].setdefault(s.name, []).append(m)
@@ -320,6 +345,8 @@ def report(out):
                 n, med[n], min(rates), max(rates),
                 statistics.median(m["cpu_us"] for m in res[n]),
                 max(m["peak"] for m in res[n]) / 1048576))
+    for n, why in (out.get("excluded") or {}).items():
+        lines += ["", "%s was left out: %s" % (n, why)]
     lines += ["", "CPU and memory of postfix-milters include both milters.", "",
               "| target | want | got | |", "| --- | ---: | ---: | --- |"]
     for label, a, b, want in [("checks on / checks off", "auth-on", "auth-off", 0.8),
