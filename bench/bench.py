@@ -30,6 +30,7 @@ Knobs (environment; scripts/bench --quick / --full set the first two):
   BENCH_DISK_SECONDS=2    seconds per disk-rate measurement (0: skip)
   BENCH_TMPDIR=DIR        where the temporary directories go (default: the system's)
   BENCH_OUT=FILE          also write the markdown report here (and FILE.json)
+  BENCH_TRIGGER=0         skip the trigger scenarios (bench/trigger.py: webhook, exec:)
   SAMOTOP=PATH            the samotop binary (default target/bench/release/samotop)
   BENCH_BASELINE=PATH     another samotop binary, run as base-null and base-maildir (A/B
                           of a change in one interleaved run; name them in BENCH_SERVERS)
@@ -775,6 +776,9 @@ def main():
     finally:
         for s in servers:
             s.stop()
+    if os.environ.get("BENCH_TRIGGER", "1") != "0":  # bench/trigger.py: webhooks and exec:
+        import trigger
+        extras["trigger"] = trigger.run(sys.modules[__name__], ROOT, samotop, base, rounds, seconds)
     n = env_int("BENCH_IDLE_CONNS", 10000)
     if n > 0:
         extras["idle"] = {}
@@ -793,6 +797,8 @@ def main():
         extras["disk"] = disk_rate(base, ds)
     info["load_end"] = "%.1f/%.1f/%.1f" % os.getloadavg()
     text = report(info, results, cases, names, extras)
+    if "trigger" in extras:
+        text += "\n".join(trigger.report(extras["trigger"])) + "\n"
     if os.environ.get("BENCH_INBOX", "1") != "0":
         import inbox  # bench/inbox.py: durable SQL delivery and reads over 100 000 messages
 

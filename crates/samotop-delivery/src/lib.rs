@@ -76,3 +76,9 @@ mod proxy;
 pub use client::{Client, Dialect, Endpoint, Timeouts};
 pub use delivered::Delivered;
 pub use proxy::{Proxy, ProxyTransaction};
+
+// Owned by the trigger work: the generic combinators.
+mod route;
+mod tee;
+pub use route::{Pattern, PatternError, Route, RouteTransaction};
+pub use tee::{Tee, TeeTransaction};

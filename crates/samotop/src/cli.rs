@@ -55,14 +55,19 @@ pub struct Cli {
     pub stdio: bool,
 
     /// Where mail goes: maildir:DIR | lmtp:unix:PATH | lmtp:HOST:PORT | smtp:HOST:PORT |
-    /// stdout | null.
+    /// stdout | null | sqlite:PATH | postgres://... (the inbox store) | http(s)://URL |
+    /// exec:PROGRAM ARG... Repeatable: the message goes to each, and is accepted when all
+    /// took it.
     #[arg(
         long,
         env = "SAMOTOP_DELIVER",
         value_name = "URI",
         default_value = "maildir:./maildir"
     )]
-    pub deliver: Deliver,
+    pub deliver: Vec<Deliver>,
+
+    #[command(flatten)]
+    pub trigger: crate::trigger::TriggerArgs,
 
     /// Maildir layout: single (one Maildir) | per-recipient (DIR/domain/local/).
     #[arg(
@@ -435,6 +440,10 @@ pub enum Deliver {
     Null,
     /// `sqlite:PATH` or `postgres://...`: the inbox store.
     Inbox(String),
+    /// `http://...` or `https://...`: a webhook.
+    Webhook(String),
+    /// `exec:PROGRAM ARG...`: a command.
+    Exec(String),
 }
 
 impl FromStr for Deliver {
@@ -458,9 +467,13 @@ impl FromStr for Deliver {
             || s.starts_with("postgresql://")
         {
             Ok(Deliver::Inbox(s.to_string()))
+        } else if s.starts_with("http://") || s.starts_with("https://") {
+            Ok(Deliver::Webhook(s.to_string()))
+        } else if let Some(command) = s.strip_prefix("exec:") {
+            Ok(Deliver::Exec(command.to_string()))
         } else {
             Err(format!(
-                "'{s}' is not maildir:DIR, lmtp:unix:PATH, lmtp:HOST:PORT, smtp:HOST:PORT, stdout, null, sqlite:PATH or postgres://..."
+                "'{s}' is not maildir:DIR, lmtp:unix:PATH, lmtp:HOST:PORT, smtp:HOST:PORT, stdout, null, sqlite:PATH, postgres://..., http(s)://URL or exec:PROGRAM"
             ))
         }
     }

@@ -26,6 +26,9 @@ const MAX_FILE: u64 = 1 << 20;
 /// Flags that make no sense in a file, and the ones clap adds.
 const NOT_IN_FILE: &[&str] = &["config", "check_config", "help", "version"];
 
+/// The table of per-recipient routes (see [`routes`]).
+const ROUTES: &str = "routes";
+
 /// Parts of a flag's name that mark its value secret in `--check-config`.
 const SECRET: &[&str] = &["token", "secret", "password"];
 
@@ -146,6 +149,15 @@ fn settings(command: &Command, path: &Path, text: &str) -> Result<Vec<Setting>, 
         .no_binary_name(true)
         .mut_args(|arg| arg.env(None::<&'static str>));
     let mut out = Vec::new();
+    if let Some(setting) = routes(table.get_ref())
+        .map_err(|(span, why)| Failure::Config(format!("{}: {why}", at(span))))?
+    {
+        let line = 1 + text.as_bytes()[..setting.line.min(text.len())]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        out.push(Setting { line, ..setting });
+    }
     walk(command, table.get_ref(), "", &mut |key, value, span| {
         let line = 1 + text.as_bytes()[..span.min(text.len())]
             .iter()
@@ -168,6 +180,9 @@ fn walk<'a>(
 ) -> Result<(), Failure> {
     for (key, value) in table.iter() {
         let name = format!("{prefix}{}", key.get_ref().replace('_', "-"));
+        if prefix.is_empty() && name == ROUTES {
+            continue; // read by `routes`
+        }
         match value.get_ref() {
             DeValue::Table(inner) if find(command, &name).is_none() => {
                 walk(command, inner, &format!("{name}-"), each)?;
@@ -176,6 +191,61 @@ fn walk<'a>(
         }
     }
     Ok(())
+}
+
+/// The table of routes: `[routes]` with `"PATTERN" = "URI"` or `= ["URI", ...]`, in the
+/// file's order (first match wins), as the `--route PATTERN=URI,...` values they stand for.
+/// The setting's `line` holds the table's offset in the file until the caller counts lines.
+/// An error carries the offset it is about.
+fn routes(top: &DeTable<'_>) -> Result<Option<Setting>, (usize, String)> {
+    let Some((key, value)) = top.get_key_value(ROUTES) else {
+        return Ok(None);
+    };
+    let DeValue::Table(table) = value.get_ref() else {
+        return Err((
+            key.span().start,
+            "`routes` is a table: [routes] \"PATTERN\" = \"URI\"".into(),
+        ));
+    };
+    if let Some((key, _)) = top.get_key_value("route") {
+        return Err((
+            key.span().start,
+            "give routes either as `route = [...]` or as a [routes] table, not both".into(),
+        ));
+    }
+    let mut values = Vec::new();
+    for (pattern, uris) in table.iter() {
+        let span = pattern.span().start;
+        let fail = |why: String| (span, format!("[routes] {:?}: {why}", pattern.get_ref()));
+        let uris: Vec<String> = match uris.get_ref() {
+            DeValue::String(uri) => vec![uri.to_string()],
+            DeValue::Array(items) => items
+                .iter()
+                .map(|item| match item.get_ref() {
+                    DeValue::String(uri) => Ok(uri.to_string()),
+                    _ => Err(fail("each backend is a string URI".into())),
+                })
+                .collect::<Result<_, _>>()?,
+            _ => return Err(fail("a URI or a list of URIs".into())),
+        };
+        if uris.is_empty() {
+            return Err(fail("an empty list of backends".into()));
+        }
+        let rule = format!("{}={}", pattern.get_ref(), uris.join(","));
+        let (parsed, list) = crate::trigger::split_route(&rule).map_err(fail)?;
+        if parsed != pattern.get_ref().as_ref() || list.len() != uris.len() {
+            return Err(fail(
+                "a backend URI holds a `,` followed by another URI".into(),
+            ));
+        }
+        samotop_delivery::Pattern::parse(parsed).map_err(|e| fail(e.to_string()))?;
+        values.push(rule);
+    }
+    Ok(Some(Setting {
+        id: "route".into(),
+        line: key.span().start,
+        values,
+    }))
 }
 
 fn find<'c>(command: &'c Command, name: &str) -> Option<&'c clap::Arg> {
@@ -516,8 +586,8 @@ mod tests {
                 ":3: `require-tls` is true or false",
             ),
             (
-                "deliver = [\"null\", \"stdout\"]\n",
-                ":1: `deliver` takes one value, not a list",
+                "name = [\"mx1.example\", \"mx2.example\"]\n",
+                ":1: `name` takes one value, not a list",
             ),
             (
                 "deliver = \"nowhere\"\n",
@@ -593,6 +663,65 @@ mod tests {
         let message = effective.locate("--maildir-layout per-recipient needs --accept-domain");
         assert!(message.contains(" (`maildir-layout` at "), "{message}");
         assert!(message.ends_with(":2)"), "{message}");
+    }
+
+    #[test]
+    fn a_routes_table_is_route_flags_in_order() {
+        let (cli, effective) = run(
+            &[],
+            "deliver = \"maildir:/var/mail\"\n\
+             [routes]\n\
+             \"alerts+*@example.org\" = \"https://hooks.example/in?a=1\"\n\
+             \"re:^ops-.*@example\\\\.org$\" = [\"exec:/bin/true\", \"maildir:/var/ops\"]\n\
+             \"*@example.net\" = \"null\"\n",
+        )
+        .expect("parsed");
+        assert_eq!(
+            cli.trigger.route,
+            [
+                "alerts+*@example.org=https://hooks.example/in?a=1",
+                "re:^ops-.*@example\\.org$=exec:/bin/true,maildir:/var/ops",
+                "*@example.net=null",
+            ]
+        );
+        let text = effective.render();
+        assert!(text.contains(":2\n"), "{text}");
+        let (cli, _) =
+            run(&["--route", "*@x=null"], "[routes]\n\"a@b\" = \"null\"\n").expect("parsed");
+        assert_eq!(cli.trigger.route, ["*@x=null"], "a flag replaces the table");
+    }
+
+    #[test]
+    fn a_bad_route_names_its_line() {
+        let cases = [
+            (
+                "\n[routes]\n\"a@b\" = \"nowhere\"\n",
+                ":3: [routes] \"a@b\": ",
+            ),
+            (
+                "[routes]\n\n\"re:(\" = \"null\"\n",
+                ":3: [routes] \"re:(\": ",
+            ),
+            (
+                "[routes]\n\"a@b\" = []\n",
+                ":2: [routes] \"a@b\": an empty list",
+            ),
+            (
+                "[routes]\n\"a@b\" = 5\n",
+                ":2: [routes] \"a@b\": a URI or a list",
+            ),
+            ("routes = 5\n", ":1: `routes` is a table"),
+            (
+                "route = [\"*@x=null\"]\n[routes]\n\"a@b\" = \"null\"\n",
+                ":1: give routes either",
+            ),
+        ];
+        for (text, want) in cases {
+            let Err(e) = run(&[], text) else {
+                panic!("{text:?} was accepted");
+            };
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 mod cli;
 mod config;
 mod encrypt;
+mod trigger;
 
 use std::num::NonZeroU32;
 use std::process::ExitCode;
@@ -50,12 +51,16 @@ fn main() -> ExitCode {
     if cli.check_config {
         print!("{}", effective.render());
     }
+    // The human log already says it on standard error; JSON lines (or no log) need it said.
+    let say_it = cli.log_format == LogFormat::Json || !log::log_enabled!(log::Level::Error);
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let e = effective.locate(&e);
             log::error!("{e}");
-            eprintln!("samotop: {e}");
+            if say_it {
+                eprintln!("samotop: {e}");
+            }
             ExitCode::from(2)
         }
     }
@@ -82,29 +87,32 @@ async fn run(cli: Cli) -> Result<(), String> {
         proxy_header_timeout: seconds("proxy-header-timeout", cli.proxy_header_timeout)?,
         shutdown_grace: seconds("shutdown-grace", cli.shutdown_grace)?,
     };
-    if matches!(cli.deliver, Deliver::Inbox(_)) && cli.encrypt.is_set() {
+    let has_inbox = cli.deliver.iter().any(|d| matches!(d, Deliver::Inbox(_)));
+    if has_inbox && cli.encrypt.is_set() {
         return Err(
             "--encrypt-to and --encrypt-map encrypt Maildir, LMTP and SMTP delivery; \
                     the inbox keeps messages readable to show them"
                 .into(),
         );
     }
-    if cli.stdio && cli.deliver == Deliver::Stdout {
+    if cli.stdio && cli.deliver.contains(&Deliver::Stdout) {
         return Err("--stdio and --deliver stdout both want standard output".into());
     }
 
     let tls = tls_setup(&cli, &name)?;
     if cli.check_config {
-        return check(&cli, &name);
+        return check(&cli, &name).await;
     }
-    let inbox = match &cli.deliver {
-        Deliver::Inbox(uri) => Some(open_inbox(&cli, uri).await?),
+    let inbox_uri = cli.deliver.iter().find_map(|d| match d {
+        Deliver::Inbox(uri) => Some(uri.clone()),
         _ => None,
+    });
+    let inbox = match &inbox_uri {
+        Some(uri) => Some(open_inbox(&cli, uri).await?),
+        None => None,
     };
-    let dispatch = match &inbox {
-        Some(inbox) => mapped(&cli, BoxDispatch::new(inbox.clone()))?,
-        None => dispatch(&cli, &name).await?,
-    };
+    let store = inbox_uri.as_deref().zip(inbox.as_ref());
+    let dispatch = dispatch(&cli, &name, store).await?;
     let policies = Policies::parse(&cli)?;
     let dns = shared_resolver(&cli, &policies)?;
     let guards = guards(&cli, &name, &policies, dns.as_ref())?;
@@ -172,10 +180,11 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         e => e.to_string(),
     })?;
+    let targets: Vec<String> = cli.deliver.iter().map(trigger::shown).collect();
     log::info!(
-        "samotop {} ready: delivering to {:?}",
+        "samotop {} ready: delivering to {}",
         env!("CARGO_PKG_VERSION"),
-        cli.deliver
+        targets.join(" and ")
     );
     running.until_signal().await;
     let _ = stop_http.send(true);
@@ -201,7 +210,7 @@ fn observers(cli: &Cli) -> (Observers, Option<Arc<Metrics>>) {
         Arc::new(Transcripts::start(dir.clone(), limits))
     });
     let metrics = (cli.metrics.is_some() || cli.http.is_some()).then(|| {
-        let mut metrics = Metrics::new(backend_name(&cli.deliver));
+        let mut metrics = Metrics::new(backend_name(cli));
         if let Some(t) = &transcripts {
             for c in t.collectors() {
                 metrics.register_collector(c);
@@ -218,16 +227,21 @@ fn observers(cli: &Cli) -> (Observers, Option<Arc<Metrics>>) {
     (observers, metrics)
 }
 
-/// The backend's name for the delivery latency metric.
-fn backend_name(deliver: &Deliver) -> &'static str {
-    match deliver {
-        Deliver::Maildir(_) => "maildir",
-        Deliver::Lmtp(_) => "lmtp",
-        Deliver::Smtp(_) => "smtp",
-        Deliver::Stdout => "stdout",
-        Deliver::Null => "null",
-        Deliver::Inbox(uri) if uri.starts_with("sqlite:") => "sqlite",
-        Deliver::Inbox(_) => "postgres",
+/// The backend's name for the delivery latency metric: `mixed` for routes or fan-out.
+fn backend_name(cli: &Cli) -> &'static str {
+    match cli.deliver.as_slice() {
+        [one] if cli.trigger.route.is_empty() => match one {
+            Deliver::Maildir(_) => "maildir",
+            Deliver::Lmtp(_) => "lmtp",
+            Deliver::Smtp(_) => "smtp",
+            Deliver::Stdout => "stdout",
+            Deliver::Null => "null",
+            Deliver::Inbox(uri) if uri.starts_with("sqlite:") => "sqlite",
+            Deliver::Inbox(_) => "postgres",
+            Deliver::Webhook(_) => "webhook",
+            Deliver::Exec(_) => "exec",
+        },
+        _ => "mixed",
     }
 }
 
@@ -311,6 +325,10 @@ fn host_name() -> String {
 }
 
 fn tls_setup(cli: &Cli, name: &str) -> Result<Option<Tls>, String> {
+    let flags = match (&cli.tls_cert, &cli.tls_key) {
+        (Some(_), Some(_)) => "--tls-cert/--tls-key",
+        _ => "--tls-self-signed",
+    };
     let source = match (&cli.tls_cert, &cli.tls_key, cli.tls_self_signed) {
         (Some(cert), Some(key), _) => TlsSource::Files {
             cert: cert.clone(),
@@ -327,7 +345,9 @@ fn tls_setup(cli: &Cli, name: &str) -> Result<Option<Tls>, String> {
         }
         _ => return Ok(None),
     };
-    Tls::load(source).map(Some).map_err(|e| format!("TLS: {e}"))
+    Tls::load(source)
+        .map(Some)
+        .map_err(|e| format!("TLS ({flags}): {e}"))
 }
 
 fn endpoint(addr: &ListenAddr) -> Endpoint {
@@ -337,25 +357,55 @@ fn endpoint(addr: &ListenAddr) -> Endpoint {
     }
 }
 
-async fn dispatch(cli: &Cli, name: &str) -> Result<BoxDispatch, String> {
-    let inner = match &cli.deliver {
+/// The `--deliver`s (several: a `Tee`) and `--route`s (a `Route` in front), `--map` around.
+async fn dispatch(
+    cli: &Cli,
+    name: &str,
+    inbox: Option<(&str, &samotop_inbox::Inbox)>,
+) -> Result<BoxDispatch, String> {
+    let backend = async |d: &Deliver| backend(cli, name, d, inbox).await;
+    let inner = trigger::dispatch(&cli.trigger, &cli.deliver, backend).await?;
+    mapped(cli, inner)
+}
+
+/// One `--deliver` URI's backend; what it stores encrypted when `--encrypt-*` asks.
+async fn backend(
+    cli: &Cli,
+    name: &str,
+    deliver: &Deliver,
+    inbox: Option<(&str, &samotop_inbox::Inbox)>,
+) -> Result<BoxDispatch, String> {
+    Ok(match deliver {
         Deliver::Maildir(dir) => {
             let maildir = maildir(cli, dir)?;
             maildir.create_dirs().map_err(|e| e.to_string())?;
-            BoxDispatch::new(maildir)
+            encrypt::wrap(&cli.encrypt, BoxDispatch::new(maildir))?
         }
-        Deliver::Lmtp(addr) => BoxDispatch::new(
-            probed(Proxy::new(endpoint(addr), Dialect::Lmtp).helo_name(name)).await,
-        ),
-        Deliver::Smtp(addr) => BoxDispatch::new(
-            probed(Proxy::new(endpoint(addr), Dialect::Smtp).helo_name(name)).await,
-        ),
+        Deliver::Lmtp(addr) => encrypt::wrap(
+            &cli.encrypt,
+            BoxDispatch::new(
+                probed(Proxy::new(endpoint(addr), Dialect::Lmtp).helo_name(name)).await,
+            ),
+        )?,
+        Deliver::Smtp(addr) => encrypt::wrap(
+            &cli.encrypt,
+            BoxDispatch::new(
+                probed(Proxy::new(endpoint(addr), Dialect::Smtp).helo_name(name)).await,
+            ),
+        )?,
         Deliver::Stdout => BoxDispatch::new(Stdout),
         Deliver::Null => BoxDispatch::new(Null),
-        Deliver::Inbox(_) => return Err("the inbox is opened by open_inbox".into()),
-    };
-    let inner = encrypt::wrap(&cli.encrypt, inner)?;
-    mapped(cli, inner)
+        Deliver::Inbox(uri) => match inbox {
+            Some((opened, inbox)) if opened == uri => BoxDispatch::new(inbox.clone()),
+            _ => {
+                return Err(format!(
+                    "{uri}: only one inbox store, the first --deliver one"
+                ));
+            }
+        },
+        Deliver::Webhook(url) => trigger::webhook(&cli.trigger, url)?,
+        Deliver::Exec(command) => trigger::exec(&cli.trigger, command)?,
+    })
 }
 
 /// The Maildir the flags describe (its directories not made yet).
@@ -386,16 +436,23 @@ fn maildir(cli: &Cli, dir: &std::path::Path) -> Result<Maildir, String> {
 }
 
 /// `--check-config`: everything [`run`] would check before it makes a directory, opens a
-/// store or dials a server.
-fn check(cli: &Cli, name: &str) -> Result<(), String> {
+/// store or dials a server (those backends stand in as `null`).
+async fn check(cli: &Cli, name: &str) -> Result<(), String> {
     seconds("banner-delay", cli.banner_delay)?;
-    if let Deliver::Maildir(dir) = &cli.deliver {
-        maildir(cli, dir)?;
-    }
-    if cli.http.is_some() && !matches!(cli.deliver, Deliver::Inbox(_)) {
+    let has_inbox = cli.deliver.iter().any(|d| matches!(d, Deliver::Inbox(_)));
+    if cli.http.is_some() && !has_inbox {
         return Err("--http needs --deliver sqlite:PATH or postgres://...".into());
     }
-    mapped(cli, BoxDispatch::new(Null))?;
+    let dry = async |d: &Deliver| -> Result<BoxDispatch, String> {
+        match d {
+            Deliver::Maildir(dir) => Ok(BoxDispatch::new(maildir(cli, dir)?)),
+            Deliver::Webhook(url) => trigger::webhook(&cli.trigger, url),
+            Deliver::Exec(command) => trigger::exec(&cli.trigger, command),
+            _ => Ok(BoxDispatch::new(Null)),
+        }
+    };
+    let inner = trigger::dispatch(&cli.trigger, &cli.deliver, dry).await?;
+    mapped(cli, inner)?;
     encrypt::check(&cli.encrypt)?;
     // SPF, DKIM, DMARC: the policies, the shared resolver (reads /etc/resolv.conf without
     // --dns; no query is sent), the guard and the end-of-data check.
