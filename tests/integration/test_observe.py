@@ -147,6 +147,82 @@ def test_prometheus_counts_a_scripted_mix(samotop, prometheus, tmp_path):
     assert prometheus.query("samotop_process_open_fds") > 3
 
 
+def test_prometheus_counts_failures_sizes_and_refused_connections(samotop, prometheus, tmp_path):
+    """The rest of the families: messages refused and failed by a backend, backend errors,
+    message sizes, a failed TLS handshake, connections refused by a limit, an LMTP listener;
+    and /metrics on the inbox's --http listener too."""
+    mport, lport, sport = free_port(), free_port(), free_port()
+    s = samotop("--smtp", f"127.0.0.1:{sport}", "--spf", "off", "--deliver", "null", "--tls-self-signed",
+                "--route", "never@example.org=exec:/bin/false",
+                "--route", "later@example.org=exec:/bin/sh -c 'exit 75'",
+                "--max-message-size", "2000", "--max-connections-per-ip", "3", "--per-ip-limit-exempt", "10.0.0.0/8",
+                "--lmtp", f"127.0.0.1:{lport}", "--metrics", f"127.0.0.1:{mport}", port=sport)
+    wait_port(mport, s.proc)
+    wait_port(lport, s.proc)
+    prometheus.scrape(mport)
+    at = f'instance="127.0.0.1:{mport}"'
+
+    assert send(s.port) == {}
+    for rcpt, code in (("never@example.org", 554), ("later@example.org", 451)):
+        with pytest.raises(smtplib.SMTPDataError) as e:
+            send(s.port, rcpts=(rcpt,))
+        assert e.value.smtp_code == code, e.value
+    # Too big: refused at MAIL when SIZE says so, after the data when it does not.
+    with pytest.raises(smtplib.SMTPException):
+        send(s.port, body=b"Subject: big\r\n\r\n" + b"x" * 4000 + b"\r\n")
+    big = Raw(s.port)
+    big.cmd("EHLO client.test")
+    assert big.cmd(f"MAIL FROM:<{SENDER}>")[0] == 250
+    assert big.cmd("RCPT TO:<b@example.org>")[0] == 250
+    assert big.cmd("DATA")[0] == 354
+    big.send(b"Subject: big\r\n\r\n" + (b"x" * 70 + b"\r\n") * 60 + b".\r\n")
+    assert big.reply()[0] == 552
+    assert big.cmd("QUIT")[0] == 221
+    big.close()
+    # STARTTLS, then bytes that are no ClientHello.
+    r = Raw(s.port)
+    r.cmd("EHLO client.test")
+    assert r.cmd("STARTTLS")[0] == 220
+    r.send(b"this is not TLS\r\n" * 20)
+    assert r.closed(timeout=15)
+    r.close()
+    # Three connections from this address are the limit; the fourth gets 421.
+    held = [Raw(s.port) for _ in range(3)]
+    extra = Raw(s.port, greet=False)
+    assert extra.reply()[0] == 421
+    extra.close()
+    for h in held:
+        h.close()
+    wait_until(lambda: 'samotop_sessions_active{listener="smtp"} 0\n' in
+               http_get(f"http://127.0.0.1:{mport}/metrics")[1], what="the held sessions closed")
+    # An LMTP session.
+    lm = Raw(lport)
+    assert lm.cmd("LHLO client.test")[0] == 250
+    assert lm.cmd("QUIT")[0] == 221
+    lm.close()
+
+    prometheus.wait(f'samotop_messages_total{{{at},result="accepted"}}', 1)
+    prometheus.wait(f'samotop_messages_total{{{at},result="refused",origin="backend"}}', 1)
+    prometheus.wait(f'samotop_messages_total{{{at},result="failed",origin="backend"}}', 1)
+    prometheus.wait(f'samotop_messages_total{{{at},result="refused",origin="data"}}', 1)
+    prometheus.wait(f'samotop_backend_errors_total{{{at},status="5.3"}}', 1)
+    prometheus.wait(f'samotop_backend_errors_total{{{at},status="4.3"}}', 1)
+    prometheus.wait(f'samotop_limits_total{{{at},limit="message_size"}}', 2)  # at MAIL, after the data
+    prometheus.wait(f'samotop_tls_failures_total{{{at}}}', 1)
+    prometheus.wait(f'sum(samotop_connections_refused_total{{{at}}})', 1)
+    prometheus.wait(f'samotop_sessions_opened_total{{{at},listener="lmtp"}}', 2)  # and the readiness probe
+    assert prometheus.query(f'samotop_message_size_bytes_count{{{at}}}') >= 3
+    assert prometheus.query(f'samotop_message_size_bytes_sum{{{at}}}') > 0
+
+    # The inbox's --http listener serves /metrics too.
+    hport = free_port()
+    inbox = samotop("--spf", "off", "--deliver", f"sqlite:{tmp_path / 'inbox.db'}", "--http", str(hport))
+    wait_port(hport, inbox.proc)
+    assert send(inbox.port) == {}
+    wait_until(lambda: 'samotop_messages_total{listener="smtp",result="accepted"' in
+               http_get(f"http://127.0.0.1:{hport}/metrics")[1], what="/metrics on --http")
+
+
 def test_promtool_finds_no_problem_and_formats_are_negotiated(samotop):
     mport = free_port()
     s = samotop("--spf", "off", "--deliver", "null", "--metrics", str(mport))
@@ -270,15 +346,54 @@ def test_a_read_only_transcript_directory_does_not_stop_mail(samotop, tmp_path):
         subprocess.run(["umount", str(tdir)], timeout=30)
 
 
+def test_a_full_transcript_disk_and_the_byte_bound(samotop, tmp_path):
+    """A transcript directory whose disk fills: mail goes on, lines are dropped and counted.
+    And --transcript-max-bytes keeps the directory under its total."""
+    full = tmp_path / "full"
+    full.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full)],
+                           capture_output=True, timeout=30)
+    assert mount.returncode == 0, mount
+    try:
+        mport = free_port()
+        s = samotop("--spf", "off", "--deliver", "null", "--transcript", str(full),
+                    "--transcript-max-files", "100000", "--transcript-max-bytes", str(1 << 30),
+                    "--metrics", str(mport))
+        wait_port(mport, s.proc)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+            results = list(pool.map(lambda i: send(s.port), range(300)))
+        assert results == [{}] * 300, "every message accepted while the disk is full"
+
+        def dropped():
+            _, text = http_get(f"http://127.0.0.1:{mport}/metrics")
+            found = [l for l in text.splitlines() if l.startswith("samotop_transcript_lines_dropped_total")]
+            return float(found[0].split()[-1]) if found else 0.0
+
+        wait_until(lambda: dropped() > 0, what="drops counted")
+        assert s.alive() and send(s.port) == {}
+    finally:
+        subprocess.run(["umount", str(full)], timeout=30)
+
+    bounded = tmp_path / "bounded"
+    s = samotop("--spf", "off", "--deliver", "null", "--transcript", str(bounded),
+                "--transcript-max-files", "100000", "--transcript-max-bytes", "50000")
+    for _ in range(300):
+        assert send(s.port) == {}
+    s.stop()
+    total = sum(p.stat().st_size for p in bounded.iterdir())
+    assert 0 < total <= 50000 + 8192, total  # the bound, and at most the session being written
+
+
 def test_json_logs_parse_with_jq_under_load(samotop, tmp_path):
     s = samotop("--spf", "off", "--deliver", "null", "--log-format", "json",
-                "--accept-domain", "example.org", env={"RUST_LOG": "debug"})
+                "--accept-domain", "example.org", "--route", "fail@example.org=exec:/bin/false",
+                env={"RUST_LOG": "debug"})
 
     def one(i):
-        rcpt = "b@example.org" if i % 5 else "x@elsewhere.net"
+        rcpt = "fail@example.org" if i % 7 == 3 else "b@example.org" if i % 5 else "x@elsewhere.net"
         try:
             send(s.port, rcpts=[rcpt])
-        except smtplib.SMTPRecipientsRefused:
+        except (smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError):
             pass
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
@@ -298,3 +413,26 @@ def test_json_logs_parse_with_jq_under_load(samotop, tmp_path):
     assert len(about) >= 400
     assert any("refused at rcpt by accept_domains: 550 5.7.1" in l["msg"] and l.get("session")
                for l in lines), lines[:5]
+    # Each session: one summary line; a refusal logged once by the session, with the reply;
+    # a backend failure once more by the backend, with its cause, naming the same session.
+    sessions = {}
+    for l in about:
+        sessions.setdefault(l["session"], []).append(l)
+    failed = refused = 0
+    for sid, mine in sessions.items():
+        if not any(l["msg"].startswith(f"session id={sid} ") for l in mine):
+            continue  # the harness's readiness probe has no session line of its own
+        assert sum(l["msg"].startswith(f"session id={sid} ") for l in mine) == 1, mine
+        refusals = [l for l in mine if l["msg"].startswith("refused at ")]
+        causes = [l for l in mine if l["msg"].startswith("exec /bin/false for ")]
+        if any("554 5.3.0" in l["msg"] for l in refusals):
+            failed += 1
+            assert [l["msg"] for l in refusals] == ["refused at backend: 554 5.3.0 Command failed"], mine
+            assert refusals[0]["level"] == "WARN"
+            assert len(causes) == 1 and "exit status: 1" in causes[0]["msg"], mine
+        elif refusals:
+            refused += 1
+            assert [l["msg"] for l in refusals] == [
+                "refused at rcpt by accept_domains: 550 5.7.1 Relay not permitted"], mine
+    assert failed == len([i for i in range(400) if i % 7 == 3])
+    assert refused == len([i for i in range(400) if i % 7 != 3 and i % 5 == 0])

@@ -373,3 +373,121 @@ def _connects(port):
             return True
     except OSError:
         return False
+
+
+# -- every backend gets ciphertext --------------------------------------------------------------
+
+
+def test_a_webhook_receives_ciphertext(samotop, tmp_path):
+    import http.server
+    import threading
+
+    posts = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *a):
+            pass
+
+        def do_POST(self):
+            posts.append(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        s = samotop("--deliver", f"http://127.0.0.1:{server.server_address[1]}/in", "--spf", "off",
+                    "--encrypt-to", pem("p256"))
+        send(s.port, MESSAGE, options=["BODY=8BITMIME"])
+        (body,) = posts
+        assert b"launch" not in body and b"smime-type=enveloped-data" in body
+        assert after_trace(openssl("cms", body, "p256")) == MESSAGE
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_command_reads_ciphertext(samotop, tmp_path):
+    out = tmp_path / "got.eml"
+    s = samotop("--deliver", f"exec:/bin/sh -c 'cat > {out}'", "--spf", "off", "--encrypt-to", pem("rsa2048"))
+    send(s.port, MESSAGE, options=["BODY=8BITMIME"])
+    stored = out.read_bytes()
+    assert b"launch" not in stored
+    assert after_trace(openssl("cms", stored, "rsa2048")) == MESSAGE
+
+
+def test_dovecot_over_lmtp_stores_ciphertext(samotop, tmp_path):
+    dc = Dovecot(users=["bob@example.org"])
+    try:
+        s = samotop("--deliver", f"lmtp:unix:{dc.socket}", "--spf", "off", "--encrypt-to", pem("rsa2048"))
+        send(s.port, MESSAGE, options=["BODY=8BITMIME"])
+        wait_until(lambda: len(dc.messages("bob@example.org")) == 1, what="Dovecot stored it")
+        (stored,) = dc.messages("bob@example.org")
+        assert b"launch" not in stored and b"Subject: the plan" in stored
+        assert after_trace(openssl("cms", stored, "rsa2048")) == MESSAGE
+    finally:
+        dc.stop()
+
+
+def test_the_inbox_lists_encrypted_mail_by_its_clear_fields(samotop, tmp_path):
+    import json
+    import urllib.request
+
+    from conftest import free_port
+
+    http_port = free_port()
+    s = samotop("--deliver", f"sqlite:{tmp_path / 'inbox.db'}", "--http", f"127.0.0.1:{http_port}",
+                "--spf", "off", "--encrypt-to", pem("p384"))
+    send(s.port, MESSAGE, options=["BODY=8BITMIME"])
+
+    def get(path):
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}{path}", timeout=30) as r:
+            return r.read()
+
+    page = wait_until(lambda: json.loads(get("/api/v1/messages"))["messages"], what="the message listed")
+    assert page[0]["Subject"] == "the plan"
+    raw = get(f"/api/v1/message/{page[0]['ID']}/raw")
+    assert b"launch" not in raw
+    assert after_trace(openssl("cms", raw, "p384")) == MESSAGE
+    assert json.loads(get("/api/v1/search?query=launch"))["messages"] == [], "the body is not indexed"
+    shown = json.loads(get(f"/api/v1/message/{page[0]['ID']}"))
+    assert [a["FileName"] for a in shown["Attachments"]] == ["smime.p7m"], shown["Attachments"]
+
+
+def test_sighup_reloads_encrypt_to_and_a_bad_file_keeps_the_old_keys(samotop, tmp_path):
+    owner = tmp_path / "owner.pem"
+    shutil.copy(pem("rsa2048"), owner)
+    s, md = start(samotop, tmp_path, "--encrypt-to", str(owner))
+    send(s.port, MESSAGE)
+    wait_files(md, 1)
+
+    def newest():
+        return max(maildir_files(md), key=lambda p: p.stat().st_mtime_ns).read_bytes()
+
+    def cannot(message, name):
+        r = subprocess.run(["openssl", "cms", "-decrypt", "-inform", "SMIME", "-inkey", str(DATA / f"{name}.key")],
+                           input=message, capture_output=True, timeout=60)
+        return r.returncode != 0
+
+    assert after_trace(openssl("cms", newest(), "rsa2048")) == MESSAGE
+    # A new certificate in the same file: the next message is for it only.
+    shutil.copy(pem("p384"), owner)
+    s.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: s.log.count("encryption certificates reloaded") == 1, what="reload")
+    send(s.port, MESSAGE)
+    wait_files(md, 2)
+    assert after_trace(openssl("cms", newest(), "p384")) == MESSAGE
+    assert cannot(newest(), "rsa2048")
+    # A broken file: the reload fails, says so, and the certificates in force stay.
+    owner.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    s.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "keeping the certificates in force" in s.log or "reload failed" in s.log,
+               what="the failed reload logged")
+    send(s.port, MESSAGE)
+    wait_files(md, 3)
+    assert after_trace(openssl("cms", newest(), "p384")) == MESSAGE
+    assert s.alive()

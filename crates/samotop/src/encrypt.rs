@@ -52,13 +52,6 @@ pub struct EncryptArgs {
     pub encrypt_headers: String,
 }
 
-impl EncryptArgs {
-    /// Whether any certificate is named (encryption is on).
-    pub fn is_set(&self) -> bool {
-        !self.encrypt_to.is_empty() || !self.encrypt_map.is_empty()
-    }
-}
-
 /// `--check-config`: the flags parse and every certificate loads.
 pub fn check(args: &EncryptArgs) -> Result<(), String> {
     let (files, _, _) = parse(args)?;

@@ -87,14 +87,6 @@ async fn run(cli: Cli) -> Result<(), String> {
         proxy_header_timeout: seconds("proxy-header-timeout", cli.proxy_header_timeout)?,
         shutdown_grace: seconds("shutdown-grace", cli.shutdown_grace)?,
     };
-    let has_inbox = cli.deliver.iter().any(|d| matches!(d, Deliver::Inbox(_)));
-    if has_inbox && cli.encrypt.is_set() {
-        return Err(
-            "--encrypt-to and --encrypt-map encrypt Maildir, LMTP and SMTP delivery; \
-                    the inbox keeps messages readable to show them"
-                .into(),
-        );
-    }
     if cli.stdio && cli.deliver.contains(&Deliver::Stdout) {
         return Err("--stdio and --deliver stdout both want standard output".into());
     }
@@ -306,11 +298,27 @@ fn split_session(text: &str) -> (Option<&str>, &str) {
     if let Some(rest) = text.strip_prefix("session ") {
         if let Some((id, msg)) = rest.split_once(": ") {
             if !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '.') {
-                return (Some(id), msg);
+                // A message's id (`SESSION.N`) is about its session; the line keeps it.
+                return match id.split_once('.') {
+                    Some((session, _)) if !session.is_empty() => (Some(session), text),
+                    _ => (Some(id), msg),
+                };
             }
         }
     }
-    (None, text)
+    // A backend's line names the message (`maildir ABC1230000.1: ...`, `exec P for ...`).
+    let message = text.split_whitespace().find_map(|word| {
+        let word = word.trim_end_matches([':', ',', ';']);
+        let (session, n) = word.split_once('.')?;
+        let ours = session.len() >= 10
+            && session
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
+            && !n.is_empty()
+            && n.bytes().all(|b| b.is_ascii_digit());
+        ours.then_some(session)
+    });
+    (message, text)
 }
 
 /// This machine's host name (`uname -n`), or `localhost` when it has none.
@@ -368,33 +376,28 @@ async fn dispatch(
     mapped(cli, inner)
 }
 
-/// One `--deliver` URI's backend; what it stores encrypted when `--encrypt-*` asks.
+/// One `--deliver` URI's backend, encrypted when `--encrypt-*` asks (every backend but
+/// `null`: what it is handed is what it keeps or passes on).
 async fn backend(
     cli: &Cli,
     name: &str,
     deliver: &Deliver,
     inbox: Option<(&str, &samotop_inbox::Inbox)>,
 ) -> Result<BoxDispatch, String> {
-    Ok(match deliver {
+    let plain = match deliver {
         Deliver::Maildir(dir) => {
             let maildir = maildir(cli, dir)?;
             maildir.create_dirs().map_err(|e| e.to_string())?;
-            encrypt::wrap(&cli.encrypt, BoxDispatch::new(maildir))?
+            BoxDispatch::new(maildir)
         }
-        Deliver::Lmtp(addr) => encrypt::wrap(
-            &cli.encrypt,
-            BoxDispatch::new(
-                probed(Proxy::new(endpoint(addr), Dialect::Lmtp).helo_name(name)).await,
-            ),
-        )?,
-        Deliver::Smtp(addr) => encrypt::wrap(
-            &cli.encrypt,
-            BoxDispatch::new(
-                probed(Proxy::new(endpoint(addr), Dialect::Smtp).helo_name(name)).await,
-            ),
-        )?,
+        Deliver::Lmtp(addr) => BoxDispatch::new(
+            probed(Proxy::new(endpoint(addr), Dialect::Lmtp).helo_name(name)).await,
+        ),
+        Deliver::Smtp(addr) => BoxDispatch::new(
+            probed(Proxy::new(endpoint(addr), Dialect::Smtp).helo_name(name)).await,
+        ),
         Deliver::Stdout => BoxDispatch::new(Stdout),
-        Deliver::Null => BoxDispatch::new(Null),
+        Deliver::Null => return Ok(BoxDispatch::new(Null)),
         Deliver::Inbox(uri) => match inbox {
             Some((opened, inbox)) if opened == uri => BoxDispatch::new(inbox.clone()),
             _ => {
@@ -405,7 +408,8 @@ async fn backend(
         },
         Deliver::Webhook(url) => trigger::webhook(&cli.trigger, url)?,
         Deliver::Exec(command) => trigger::exec(&cli.trigger, command)?,
-    })
+    };
+    encrypt::wrap(&cli.encrypt, plain)
 }
 
 /// The Maildir the flags describe (its directories not made yet).
@@ -637,12 +641,15 @@ mod tests {
     #[test]
     fn log_lines_about_a_session_carry_its_id() {
         assert_eq!(
-            split_session("session 1a2b.3: refused at rcpt by rate: 450 4.7.0 slow down"),
-            (
-                Some("1a2b.3"),
-                "refused at rcpt by rate: 450 4.7.0 slow down"
-            )
+            split_session("session 1a2b: refused at rcpt by rate: 450 4.7.0 slow down"),
+            (Some("1a2b"), "refused at rcpt by rate: 450 4.7.0 slow down")
         );
+        let line = "session 1a2b.3: delivered";
+        assert_eq!(split_session(line), (Some("1a2b"), line));
+        let line = "exec /bin/false for TPEARR0000.1: exit status: 1; answering 554 5.3.0";
+        assert_eq!(split_session(line), (Some("TPEARR0000"), line));
+        let line = "maildir TPEARR00001.12: disk full; replying 452 4.3.1";
+        assert_eq!(split_session(line), (Some("TPEARR00001"), line));
         let line = "session id=77 peer=127.0.0.1:4000 started";
         assert_eq!(split_session(line), (Some("77"), line));
     }
@@ -655,6 +662,9 @@ mod tests {
             "session a b: spaces in the id",
             "session id=",
             "sessions 12: not ours",
+            "version 1.2 of ABC",
+            "at 127.0.0.1:25",
+            "SHORT0.1 is too short",
         ] {
             assert_eq!(split_session(text), (None, text), "{text}");
         }

@@ -95,7 +95,7 @@ impl Session {
                     );
                     reply::DELIVERY_FAILED
                 };
-                log::warn!(
+                log::debug!(
                     "session {}: delivery of {} failed: {refusal}",
                     self.info.id,
                     env.id

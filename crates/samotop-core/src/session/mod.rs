@@ -330,6 +330,13 @@ impl Session {
                 self.info.id,
                 self.origin.as_str()
             );
+        } else if self.origin == Origin::Backend {
+            // The backend logged the cause, naming the message (`SESSION.N`).
+            log::warn!(
+                "session {}: refused at {}{by}: {refusal}",
+                self.info.id,
+                self.origin.as_str()
+            );
         } else {
             log::info!(
                 "session {}: refused at {}{by}: {refusal}",
