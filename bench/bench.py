@@ -479,7 +479,7 @@ class Postfix(Server):
 
     single = False
 
-    def __init__(self, name, base, tls=None, lmtp=None):
+    def __init__(self, name, base, tls=None, lmtp=None, extra=""):
         super().__init__(name, base)
         d = self.dir
         os.chmod(base, 0o755)  # postfix's processes must reach the queue
@@ -493,7 +493,7 @@ class Postfix(Server):
             delivery = POSTFIX_LMTP.format(socket=lmtp) if lmtp else POSTFIX_HOLD
             tls_conf = ("smtpd_tls_security_level = none\n" if not tls else
                         POSTFIX_TLS.format(cert=tls[0], key=tls[1], dir=d))
-            f.write(POSTFIX_MAIN.format(dir=d, delivery=delivery, tls=tls_conf))
+            f.write(POSTFIX_MAIN.format(dir=d, delivery=delivery, tls=tls_conf) + extra)
         with open("/etc/postfix/master.cf") as f:
             master = f.read().splitlines()
         out = []
@@ -1211,6 +1211,10 @@ def main():
 
         text += "\n" + inbox.report(inbox.run(samotop))
     text += __import__("smime").report(extras["smime"]) if "smime" in extras else ""
+    if os.environ.get("BENCH_AUTH", "1") != "0":
+        import auth  # bench/auth.py: DKIM/DMARC on and off, and Postfix + OpenDKIM + OpenDMARC
+
+        text += "\n" + auth.report(auth.run(samotop))
     print(text)
     out = os.environ.get("BENCH_OUT")
     if out:
