@@ -68,10 +68,12 @@ def openssl(tool, message, name):
 
 
 def after_trace(plain):
-    """The message after our trace fields (Received: and its folded lines, Received-SPF)."""
+    """The message after our trace fields (Received:, Received-SPF, Authentication-Results and
+    their folded lines)."""
     lines = plain.split(b"\r\n")
     i = 0
-    while i < len(lines) and (lines[i].startswith((b"Received:", b"Received-SPF:")) or lines[i].startswith(b"\t")):
+    while i < len(lines) and (lines[i].startswith((b"Received:", b"Received-SPF:", b"Authentication-Results:"))
+                              or lines[i].startswith(b"\t")):
         i += 1
     return b"\r\n".join(lines[i:])
 
@@ -165,8 +167,9 @@ def gpgsm_decrypt(tmp_path, p7m, name):
         shutil.rmtree(home, ignore_errors=True)
 
 
-def test_binary_and_empty_messages_round_trip(samotop, tmp_path):
-    s, md = start(samotop, tmp_path, "--encrypt-to", pem("p256"))
+@pytest.mark.parametrize("name", KEYS)
+def test_binary_and_empty_messages_round_trip(samotop, tmp_path, name):
+    s, md = start(samotop, tmp_path, "--encrypt-to", pem(name))
     binary = b"Subject: bin\r\nContent-Type: application/octet-stream\r\n\r\n" + bytes(range(256)) * 400
     c = Raw(s.port)
     c.cmd("EHLO client.test")
@@ -181,10 +184,10 @@ def test_binary_and_empty_messages_round_trip(samotop, tmp_path):
     assert c.reply()[0] == 250
     c.close()
     files = wait_files(md, 2)
-    got = sorted(after_trace(openssl("cms", f.read_bytes(), "p256")) for f in files)
+    got = sorted(after_trace(openssl("cms", f.read_bytes(), name)) for f in files)
     assert got == sorted([binary, b""])
     for f in files:
-        assert after_trace(smime_reader.decrypt_message(f.read_bytes(), key("p256"))) in (binary, b"")
+        assert after_trace(smime_reader.decrypt_message(f.read_bytes(), key(name))) in (binary, b"")
 
 
 def test_100_mb_streams_in_bounded_memory(samotop, tmp_path):
