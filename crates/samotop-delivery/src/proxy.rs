@@ -21,7 +21,7 @@
 //! with `MAIL` where the server allows), and a stale one is replaced by a fresh dial once.
 
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use samotop_core::parser::{Body, MailParams, ReversePath};
 use samotop_core::{
@@ -29,6 +29,8 @@ use samotop_core::{
     SessionInfo, Transaction, reply,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+// Tokio's clock, so that the pool's idle time follows a test's paused time.
+use tokio::time::Instant;
 
 use crate::Error;
 use crate::client::{Client, Dialect, Endpoint, Timeouts};
