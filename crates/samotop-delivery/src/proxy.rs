@@ -826,15 +826,23 @@ impl Pool {
     }
 
     /// The most recently used idle connection that is not too old (the likeliest to be
-    /// alive); older ones are closed.
+    /// alive) and still clean; older ones are closed with `QUIT`. One on which the server
+    /// sent something while it was idle (or that it closed) is dropped: those bytes would be
+    /// read as the reply to our next command, and every reply after it out of step.
     fn take(&self) -> Option<Client> {
         let mut idle = self.idle();
         // Bounded by the pool's size: each turn takes one connection out.
-        while let Some((client, since)) = idle.pop() {
-            if since.elapsed() <= self.idle_time {
+        while let Some((mut client, since)) = idle.pop() {
+            if since.elapsed() > self.idle_time {
+                quit_later(client);
+            } else if client.is_clean() {
                 return Some(client);
+            } else {
+                log::debug!(
+                    "{}: pooled connection got unsolicited bytes or was closed; dropped",
+                    client.endpoint()
+                );
             }
-            quit_later(client);
         }
         None
     }

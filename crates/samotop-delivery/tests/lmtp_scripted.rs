@@ -507,6 +507,32 @@ async fn a_connection_with_unread_bytes_after_the_data_is_not_pooled() {
 }
 
 #[tokio::test]
+async fn a_pooled_connection_that_got_unsolicited_bytes_is_not_reused() {
+    let fake = Fake::start(Script {
+        when_poked: "250 2.0.0 nobody asked\r\n",
+        ..LMTP
+    });
+    let proxy = fake.proxy(Dialect::Lmtp);
+    assert_eq!(deliver(&proxy, &["a@example.com"]).await, [Ok(())]);
+    assert_eq!(proxy.idle_connections(), 1);
+    // While it is idle in the pool, the server says something nobody asked for.
+    fake.poke.notify_one();
+    fake.wait_for("the unsolicited bytes sent", |s| s.poked == 1)
+        .await;
+    // One park of the runtime, so that its reactor sees them arrive.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let data_before = fake.seen.lock().unwrap().data.len();
+    // The next message goes over a fresh connection, with every reply in step.
+    let outcomes = deliver(&proxy, &["a@example.com", "b@example.com"]).await;
+    assert_eq!(outcomes, [Ok(()), Ok(())]);
+    assert_eq!(fake.seen.lock().unwrap().connections, 2);
+    assert_eq!(
+        &fake.seen.lock().unwrap().data[data_before..],
+        b"Subject: x\r\n\r\n..dot\r\n"
+    );
+}
+
+#[tokio::test]
 async fn an_odd_reply_to_rcpt_is_a_451_and_the_transaction_goes_on() {
     let fake = Fake::start(Script {
         rcpt: odd_rcpt,
