@@ -10,11 +10,12 @@
 # default command can listen on 25. Where that is not so (host networking, an older engine,
 # some Kubernetes runtimes), either pass `--sysctl net.ipv4.ip_unprivileged_port_start=25`
 # (not with host networking) or listen on a high port and map it:
-#   docker run -p 25:2525 -v /srv/mail:/mail samotop --smtp 0.0.0.0:2525 --deliver maildir:/mail --spf off
+#   docker run -p 25:2525 -v /srv/mail:/mail samotop --smtp 0.0.0.0:2525 --deliver maildir:/mail \
+#       --spf off --dkim off --dmarc off
 #
-# SPF is off in the default command, so that the image starts with nothing but itself on the
-# filesystem. `--spf tag` (the binary's default) reads /etc/resolv.conf, which Docker
-# provides in containers; or give `--dns IP:PORT`. Host names (in --smtp, --deliver
+# SPF, DKIM and DMARC are off in the default command, so that the image starts with nothing
+# but itself on the filesystem. `--spf tag --dkim tag --dmarc tag` (the binary's defaults)
+# read /etc/resolv.conf, which Docker provides in containers; or give `--dns IP:PORT`. Host names (in --smtp, --deliver
 # lmtp:HOST:PORT) resolve through the container's /etc/hosts and resolv.conf; IP addresses
 # need neither.
 #
@@ -38,7 +39,7 @@ USER 10025:10025
 EXPOSE 25 465
 VOLUME /mail
 ENTRYPOINT ["/samotop"]
-CMD ["--smtp", "0.0.0.0:25", "--deliver", "maildir:/mail", "--spf", "off"]
+CMD ["--smtp", "0.0.0.0:25", "--deliver", "maildir:/mail", "--spf", "off", "--dkim", "off", "--dmarc", "off"]
 # `docker stop` waits 10 s before SIGKILL; samotop gives sessions in flight up to
 # --shutdown-grace (30 s) after SIGTERM. Use `docker stop -t 35` to let them finish. An
 # interrupted session is never acknowledged, so nothing is lost either way.

@@ -3,11 +3,14 @@
 
     aiosmtpd_server.py --port PORT --mode discard
     aiosmtpd_server.py --port PORT --mode maildir --dir DIR
+    aiosmtpd_server.py --port PORT --tls-cert CERT --tls-key KEY [--smtps-port PORT2]
 
 discard: every message is answered 250 and thrown away (protocol cost only).
 maildir: every message is stored durably, as samotop's Maildir does: written to tmp/,
 fsync, renamed into new/, fsync of new/; then 250. The file work runs in the event loop's
 default thread pool, so sessions wait for their own fsync, not each other's.
+With --tls-cert and --tls-key, STARTTLS is offered on PORT (Python's ssl, OpenSSL), and
+--smtps-port also serves SMTP inside implicit TLS.
 
 Run with Debian's python3-aiosmtpd: /usr/bin/python3.
 """
@@ -17,6 +20,7 @@ import asyncio
 import itertools
 import os
 import socket
+import ssl
 import time
 
 from aiosmtpd.smtp import SMTP
@@ -74,19 +78,26 @@ class Maildir:
 async def serve(args):
     handler = Discard() if args.mode == "discard" else Maildir(args.dir)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        lambda: SMTP(
+    tls = None
+    if args.tls_cert:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
+
+    def factory(starttls):
+        return lambda: SMTP(
             handler,
             hostname="aiosmtpd.bench",
             data_size_limit=200 * 1024 * 1024,
             enable_SMTPUTF8=True,
-        ),
-        host=args.host,
-        port=args.port,
-        backlog=1024,
-    )
-    async with server:
-        await server.serve_forever()
+            tls_context=tls if starttls else None,
+        )
+
+    servers = [await loop.create_server(factory(True), host=args.host, port=args.port,
+                                        backlog=1024)]
+    if tls and args.smtps_port:
+        servers.append(await loop.create_server(factory(False), host=args.host,
+                                                port=args.smtps_port, backlog=1024, ssl=tls))
+    await asyncio.gather(*(s.serve_forever() for s in servers))
 
 
 def main():
@@ -95,7 +106,12 @@ def main():
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--mode", choices=["discard", "maildir"], default="discard")
     p.add_argument("--dir")
+    p.add_argument("--tls-cert")
+    p.add_argument("--tls-key")
+    p.add_argument("--smtps-port", type=int)
     a = p.parse_args()
+    if bool(a.tls_cert) != bool(a.tls_key):
+        p.error("--tls-cert and --tls-key go together")
     if a.mode == "maildir" and not a.dir:
         p.error("--mode maildir needs --dir")
     try:

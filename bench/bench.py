@@ -13,18 +13,32 @@ Every server runs on a fresh loopback port with an empty temporary directory:
                     kept in the hold queue (durable, never delivered)
   aiosmtpd-discard  Debian's python3-aiosmtpd, 250 and forget
   aiosmtpd-maildir  aiosmtpd storing like samotop's Maildir (tmp/, fsync, rename, fsync new/)
+  disk-16-threads   not a server: the disk's rate for durable 1 KiB files from 16 threads
+                    (bench/disk_rate.py), measured in the same rounds (1 KiB, 32 sessions)
 
 Each is driven by Postfix's smtp-source in interleaved rounds, the server order rotated
 each round. Per server and case: messages/s (median, min-max), the server's CPU per
 message (utime+stime of the whole process tree, exited children included), peak memory.
-Then: memory per idle connection, memory while one 100 MB message streams through, and
-the disk's own limit for durable Maildir writes.
+Then, the same way:
+  TLS               bench/tls-load (Rust, tokio-rustls) against every server that has TLS:
+                    samotop (STARTTLS and --smtps), Postfix (smtpd_tls_security_level = may,
+                    and a wrapper-mode smtpd for implicit TLS), aiosmtpd (STARTTLS, and an
+                    implicit-TLS listener); 32 long sessions, and one message per connection
+                    with session resumption off and on; the same client in plain SMTP too
+  the Dovecot path  smtp-source -> samotop -> Dovecot LMTP (Unix socket), smtp-source -L
+                    straight into that Dovecot, Postfix relaying into it with its lmtp
+                    transport (bench/dovecot_lmtp.py)
+Then: memory per idle connection (plain and after STARTTLS), memory while one 100 MB
+message streams through, and the disk's own limit for durable Maildir writes.
+All servers with TLS use the same throw-away ECDSA P-256 certificate.
 
 Knobs (environment; scripts/bench --quick / --full set the first two):
   BENCH_ROUNDS=3          rounds per (server, case)
   BENCH_SECONDS=1         target seconds per measurement (counts come from a warm-up)
   BENCH_SERVERS=a,b       only these servers (names above)
   BENCH_CASES=a,b         only these cases (names in CASES below)
+  BENCH_TLS_CASES=a,b     only these TLS cases (names in TLS_CASES; empty: skip TLS)
+  BENCH_LMTP_CASES=a,b    only these Dovecot-path cases (names in LMTP_CASES; empty: skip)
   BENCH_IDLE_CONNS=10000  idle connections (0: skip)
   BENCH_BIG_MB=100        size of the streamed message in MB (0: skip)
   BENCH_DISK_SECONDS=2    seconds per disk-rate measurement (0: skip)
@@ -33,7 +47,9 @@ Knobs (environment; scripts/bench --quick / --full set the first two):
   BENCH_TRIGGER=0         skip the trigger scenarios (bench/trigger.py: webhook, exec:)
   SAMOTOP=PATH            the samotop binary (default target/bench/release/samotop)
   BENCH_BASELINE=PATH     another samotop binary, run as base-null and base-maildir (A/B
-                          of a change in one interleaved run; name them in BENCH_SERVERS)
+                          of a change in one interleaved run; name them in BENCH_SERVERS),
+                          and as base-lmtp on the Dovecot path
+  TLS_LOAD=PATH           the TLS load generator (default target/bench/release/tls-load)
 """
 
 import json
@@ -55,6 +71,7 @@ ROOT = os.path.dirname(HERE)
 SMTP_SOURCE = "/usr/sbin/smtp-source"
 SMTP_SINK = "/usr/sbin/smtp-sink"
 PY = "/usr/bin/python3"
+TLS_LOAD = os.environ.get("TLS_LOAD", os.path.join(ROOT, "target/bench/release/tls-load"))
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -75,9 +92,46 @@ CASE_TEXT = {
 }
 # Messages in the warm-up of each case; the measured counts are scaled from its rate.
 WARMUP = {"1k-s1": 200, "1k-s32": 1000, "100k-s8": 80, "1k-conn-s32": 400, "1k-10rcpt-s8": 300}
-# samotop ends a session after 1000 transactions (Limits::max_transactions): stay below.
-PER_SESSION = 900
+# samotop ends a session after 1000 transactions by default (Limits::max_transactions): the
+# bench raises it (--max-messages-per-session), so one session carries every message of a
+# measurement, as it does for the other servers.
+MAX_MESSAGES_PER_SESSION = 100_000_000
 MAX_COUNT = 200_000
+
+# TLS cases, all 1 KiB, driven by bench/tls-load:
+# name: (mode, parallel sessions, one message per connection, session resumption)
+TLS_CASES = {
+    "plain-s32": ("plain", 32, False, False),
+    "starttls-s32": ("starttls", 32, False, False),
+    "smtps-s32": ("smtps", 32, False, False),
+    "plain-conn-s32": ("plain", 32, True, False),
+    "starttls-conn-s32": ("starttls", 32, True, False),
+    "starttls-conn-s32-resume": ("starttls", 32, True, True),
+    "smtps-conn-s32": ("smtps", 32, True, False),
+}
+TLS_CASE_TEXT = {
+    "plain-s32": "plain, 32 sessions",
+    "starttls-s32": "STARTTLS, 32 sessions",
+    "smtps-s32": "implicit TLS, 32 sessions",
+    "plain-conn-s32": "plain, 1 msg/conn",
+    "starttls-conn-s32": "STARTTLS, 1 msg/conn",
+    "starttls-conn-s32-resume": "STARTTLS, 1 msg/conn, resumed",
+    "smtps-conn-s32": "implicit TLS, 1 msg/conn",
+}
+TLS_WARMUP = {c: (200 if v[2] else 1000) for c, v in TLS_CASES.items()}
+# Servers without TLS (smtp-sink), or not needed for the TLS comparison.
+NO_TLS = {"smtp-sink", "samotop-null-metrics", "samotop-null-transcripts", "aiosmtpd-maildir"}
+
+# The Dovecot path: name: (message body bytes, parallel sessions)
+LMTP_CASES = {
+    "lmtp-1k-s1": (1024, 1),
+    "lmtp-1k-s32": (1024, 32),
+}
+LMTP_CASE_TEXT = {"lmtp-1k-s1": "1 KiB, 1 session", "lmtp-1k-s32": "1 KiB, 32 sessions"}
+LMTP_WARMUP = {"lmtp-1k-s1": 40, "lmtp-1k-s32": 300}
+LMTP_PATHS = ["dovecot-direct", "samotop-lmtp", "postfix-lmtp"]
+IDLE_STATE_TEXT = {"banner": "banner", "ehlo": "EHLO reply",
+                   "starttls": "STARTTLS and EHLO in TLS"}
 SERVERS = [
     "samotop-null",
     "samotop-null-metrics",
@@ -87,6 +141,7 @@ SERVERS = [
     "postfix",
     "aiosmtpd-discard",
     "aiosmtpd-maildir",
+    "disk-16-threads",
 ]
 # Each server is compared with the samotop of its class.
 CLASS = {
@@ -100,6 +155,7 @@ CLASS = {
     "aiosmtpd-maildir": "samotop-maildir",
     "base-null": "samotop-null",
     "base-maildir": "samotop-maildir",
+    "disk-16-threads": "samotop-maildir",
 }
 
 
@@ -267,6 +323,9 @@ class Server:
     """A server under test: one process (single) or a process tree (Postfix)."""
 
     single = True
+    # Implicit TLS port (None: no implicit TLS); `tls`: STARTTLS is offered.
+    smtps_port = None
+    tls = False
 
     def __init__(self, name, base):
         self.name = name
@@ -308,16 +367,28 @@ class Server:
 
 
 class Samotop(Server):
-    def __init__(self, name, base, binary, deliver, extra=(), nofile=4096):
+    """samotop; with `tls` (cert, key) it offers STARTTLS and listens for implicit TLS on
+    `smtps_port` too. `deliver`: "null", "maildir", or a --deliver URI."""
+
+    def __init__(self, name, base, binary, deliver, extra=(), nofile=4096, tls=None):
         super().__init__(name, base)
         self.maildir = os.path.join(self.dir, "maildir")
-        target = "maildir:" + self.maildir if deliver == "maildir" else "null"
+        if deliver == "maildir":
+            target = "maildir:" + self.maildir
+        else:
+            target = deliver
         argv = [
             binary, "--smtp", "127.0.0.1:%d" % self.port, "--deliver", target,
             "--spf", "off", "--max-connections-per-ip", "0",
             "--max-message-size", str(200 * 1024 * 1024), "--shutdown-grace", "1",
+            "--max-messages-per-session", str(MAX_MESSAGES_PER_SESSION),
             "--name", "samotop.bench", *extra,
         ]
+        if tls:
+            self.smtps_port = free_port()
+            argv += ["--tls-cert", tls[0], "--tls-key", tls[1],
+                     "--smtps", "127.0.0.1:%d" % self.smtps_port]
+        self.tls = bool(tls)
         self.spawn(argv, nofile=nofile)
 
 
@@ -330,17 +401,23 @@ class Sink(Server):
 
 
 class Aiosmtpd(Server):
-    def __init__(self, name, base, mode, nofile=4096):
+    def __init__(self, name, base, mode, nofile=4096, tls=None):
         super().__init__(name, base)
         self.maildir = os.path.join(self.dir, "maildir")
         argv = [PY, os.path.join(HERE, "aiosmtpd_server.py"), "--port", str(self.port),
                 "--mode", mode, "--dir", self.maildir]
+        if tls:
+            self.smtps_port = free_port()
+            argv += ["--tls-cert", tls[0], "--tls-key", tls[1],
+                     "--smtps-port", str(self.smtps_port)]
+        self.tls = bool(tls)
         self.spawn(argv, nofile=nofile)
 
 
 POSTFIX_MAIN = """\
 # A throw-away instance for scripts/bench: loopback only, every message fsynced into the
-# queue and kept in the hold queue (never delivered, never bounced).
+# queue and kept in the hold queue (never delivered, never bounced), or (the Dovecot path)
+# handed on to Dovecot's LMTP socket.
 compatibility_level = 3.6
 queue_directory = {dir}/queue
 data_directory = {dir}/data
@@ -355,12 +432,7 @@ inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination
-# HOLD: the queue file is written and fsynced by cleanup, then parked in hold/.
-smtpd_end_of_data_restrictions = check_client_access static:HOLD
-# Held mail is never picked up by qmgr, so flow-control tokens would never come back:
-# without this each message would wait up to 1 s (in_flow_delay) once the tokens run out.
-in_flow_delay = 0
-smtpd_peername_lookup = no
+{delivery}smtpd_peername_lookup = no
 smtpd_client_connection_count_limit = 0
 smtpd_client_connection_rate_limit = 0
 smtpd_client_message_rate_limit = 0
@@ -369,17 +441,45 @@ message_size_limit = 209715200
 alias_maps =
 alias_database =
 biff = no
-smtpd_tls_security_level = none
 smtp_tls_security_level = none
-maillog_file = {dir}/maillog
+{tls}maillog_file = {dir}/maillog
 maillog_file_prefixes = {dir}
 """
 
 
+POSTFIX_HOLD = """\
+# HOLD: the queue file is written and fsynced by cleanup, then parked in hold/.
+smtpd_end_of_data_restrictions = check_client_access static:HOLD
+# Held mail is never picked up by qmgr, so flow-control tokens would never come back:
+# without this each message would wait up to 1 s (in_flow_delay) once the tokens run out.
+in_flow_delay = 0
+"""
+
+POSTFIX_LMTP = """\
+# Everything goes on to Dovecot's LMTP socket (the Dovecot path). As many deliveries at once
+# as the other paths have sessions (Postfix's default is 20).
+default_transport = lmtp:unix:{socket}
+relay_transport = lmtp:unix:{socket}
+lmtp_destination_concurrency_limit = 32
+"""
+
+POSTFIX_TLS = """\
+smtpd_tls_security_level = may
+smtpd_tls_cert_file = {cert}
+smtpd_tls_key_file = {key}
+smtpd_tls_session_cache_database = btree:{dir}/data/smtpd_scache
+smtpd_tls_loglevel = 0
+"""
+
+
 class Postfix(Server):
+    """A throw-away Postfix: mail held (durable) by default, or relayed into Dovecot's LMTP
+    socket `lmtp`; with `tls` (cert, key) STARTTLS is offered (smtpd_tls_security_level =
+    may) and a wrapper-mode smtpd listens on `smtps_port`."""
+
     single = False
 
-    def __init__(self, name, base):
+    def __init__(self, name, base, tls=None, lmtp=None, extra=""):
         super().__init__(name, base)
         d = self.dir
         os.chmod(base, 0o755)  # postfix's processes must reach the queue
@@ -390,7 +490,10 @@ class Postfix(Server):
         os.makedirs(os.path.join(d, "data"))
         shutil.chown(os.path.join(d, "data"), "postfix")
         with open(os.path.join(conf, "main.cf"), "w") as f:
-            f.write(POSTFIX_MAIN.format(dir=d))
+            delivery = POSTFIX_LMTP.format(socket=lmtp) if lmtp else POSTFIX_HOLD
+            tls_conf = ("smtpd_tls_security_level = none\n" if not tls else
+                        POSTFIX_TLS.format(cert=tls[0], key=tls[1], dir=d))
+            f.write(POSTFIX_MAIN.format(dir=d, delivery=delivery, tls=tls_conf) + extra)
         with open("/etc/postfix/master.cf") as f:
             master = f.read().splitlines()
         out = []
@@ -403,6 +506,11 @@ class Postfix(Server):
                 line = " ".join(fields)
             out.append(line)
         out.append("127.0.0.1:%d inet n - n - - smtpd" % self.port)
+        if tls:
+            self.tls = True
+            self.smtps_port = free_port()
+            out.append("127.0.0.1:%d inet n - n - - smtpd -o smtpd_tls_wrappermode=yes"
+                       % self.smtps_port)
         with open(os.path.join(conf, "master.cf"), "w") as f:
             f.write("\n".join(out) + "\n")
         self.conf = conf
@@ -427,11 +535,14 @@ class Postfix(Server):
                        timeout=60)
 
 
-def start(name, base, samotop):
+def start(name, base, samotop, tls=None):
+    """Starts server `name`; `tls` (cert, key) for those that can do TLS."""
+    if name in NO_TLS:
+        tls = None
     if name == "samotop-null":
-        return Samotop(name, base, samotop, "null")
+        return Samotop(name, base, samotop, "null", tls=tls)
     if name == "samotop-maildir":
-        return Samotop(name, base, samotop, "maildir")
+        return Samotop(name, base, samotop, "maildir", tls=tls)
     if name == "samotop-null-metrics":
         return Samotop(name, base, samotop, "null", extra=("--metrics", "127.0.0.1:0"))
     if name == "samotop-null-transcripts":
@@ -441,48 +552,90 @@ def start(name, base, samotop):
         binary = os.environ.get("BENCH_BASELINE")
         if not binary:
             raise ValueError("%s needs BENCH_BASELINE=PATH" % name)
-        return Samotop(name, base, binary, name.split("-")[1])
+        return Samotop(name, base, binary, name.split("-")[1], tls=tls)
     if name == "smtp-sink":
         return Sink(name, base)
     if name == "postfix":
-        return Postfix(name, base)
+        return Postfix(name, base, tls=tls)
     if name == "aiosmtpd-discard":
-        return Aiosmtpd(name, base, "discard")
+        return Aiosmtpd(name, base, "discard", tls=tls)
     if name == "aiosmtpd-maildir":
         return Aiosmtpd(name, base, "maildir")
     raise ValueError(name)
 
 
+def make_cert(base):
+    """A throw-away ECDSA P-256 certificate for localhost: (cert path, key path)."""
+    cert, key = os.path.join(base, "cert.pem"), os.path.join(base, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "2", "-subj", "/CN=localhost", "-addext",
+                    "subjectAltName=DNS:localhost"], check=True, capture_output=True, timeout=60)
+    os.chmod(key, 0o644)  # aiosmtpd and samotop run as root too; Postfix reads it as root
+    return cert, key
+
+
 # ---------------------------------------------------------------- driving
 
 
-def source(port, size, sessions, rcpts, reuse, count, timeout):
+def source(port, size, sessions, rcpts, reuse, count, timeout, to="rcpt@sink.test",
+           lmtp=False):
+    """Runs smtp-source; `port` is a TCP port on loopback or a Unix socket path (with
+    `lmtp`: smtp-source -L speaks LMTP)."""
     argv = [SMTP_SOURCE, "-s", str(sessions), "-m", str(count), "-l", str(size),
-            "-f", "bench@source.test", "-t", "rcpt@sink.test", "-M", "source.test"]
+            "-f", "bench@source.test", "-t", to, "-M", "source.test"]
     if reuse:
         argv.append("-d")
     if rcpts > 1:
         argv += ["-r", str(rcpts)]
-    argv.append("127.0.0.1:%d" % port)
+    if lmtp:
+        argv.append("-L")
+    argv.append("unix:%s" % port if isinstance(port, str) else "127.0.0.1:%d" % port)
     r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     if r.returncode != 0:
         raise RuntimeError("smtp-source %s: %s" % (" ".join(argv[1:]), r.stderr.strip()))
 
 
+class DiskRate:
+    """The disk's own rate for durable files as a row of the matrix, so that it is measured
+    in the same rounds as samotop-maildir: bench/disk_rate.py with 16 writer threads, each
+    doing what a durable Maildir delivery does (tmp/, write, fsync, rename, fsync of new/),
+    for the 1 KiB cases."""
+
+    name = "disk-16-threads"
+    tls = False
+    single = True
+
+    def __init__(self, base):
+        self.dir = os.path.join(base, "disk-rate-matrix")
+
+    def measure(self, case, seconds):
+        size, sessions = CASES[case][0], CASES[case][1]
+        if size != 1024 or sessions != 32:
+            raise RuntimeError("the disk row is for 1 KiB, 32 sessions only")
+        r = subprocess.run([PY, os.path.join(HERE, "disk_rate.py"), self.dir, "--threads", "16",
+                            "--seconds", "%.2f" % seconds, "--size", str(size)],
+                           capture_output=True, text=True, timeout=600)
+        rate = float(json.loads(r.stdout)["files_per_s"]["16"])
+        return {"rate": rate, "cpu_us": 0.0, "peak": 0, "count": int(rate * seconds),
+                "seconds": seconds}
+
+    def stop(self):
+        pass
+
+
 def measure(server, case, count):
     """Sends `count` messages; returns (messages/s, CPU µs per message, peak bytes)."""
+    if isinstance(server, DiskRate):
+        return server.measure(case, max(0.5, min(4.0, count / 2000)))
     size, sessions, rcpts, reuse = CASES[case]
-    if reuse:
-        runs = max(1, -(-count // (sessions * PER_SESSION)))
-    else:
-        runs = 1
-    per_run = max(sessions, -(-count // runs))
-    sent = per_run * runs
+    # One smtp-source run: with reuse, each session carries count / sessions messages (over
+    # 1000 in one session is common: samotop's limit is raised, see MAX_MESSAGES_PER_SESSION).
+    sent = max(sessions, count)
     with MemSampler(server) as mem:
         cpu0 = cpu_ticks(server.pid)
         t0 = time.monotonic()
-        for _ in range(runs):
-            source(server.port, size, sessions, rcpts, reuse, per_run, timeout=300)
+        source(server.port, size, sessions, rcpts, reuse, sent, timeout=300)
         elapsed = time.monotonic() - t0
         cpu1 = cpu_ticks(server.pid)
     return {
@@ -494,17 +647,117 @@ def measure(server, case, count):
     }
 
 
-def run_matrix(servers, cases, rounds, seconds):
+def tls_load(port, mode, sessions, count, per_connection, resume, timeout):
+    """Runs bench/tls-load; returns its JSON line."""
+    argv = [TLS_LOAD, "--mode", mode, "--sessions", str(sessions), "--messages", str(count),
+            "--size", "1024", "--timeout", "30"]
+    if per_connection:
+        argv.append("--per-connection")
+    if resume:
+        argv.append("--resume")
+    argv.append("127.0.0.1:%d" % port)
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise RuntimeError("tls-load %s: %s" % (" ".join(argv[1:]), r.stderr.strip()[-500:]))
+    return json.loads(r.stdout)
+
+
+def measure_tls(server, case, count):
+    """Like `measure`, driven by bench/tls-load over plain SMTP, STARTTLS or implicit TLS."""
+    mode, sessions, per_connection, resume = TLS_CASES[case]
+    port = server.smtps_port if mode == "smtps" else server.port
+    if port is None:
+        raise RuntimeError("no implicit TLS port")
+    sent = max(sessions, count)
+    with MemSampler(server) as mem:
+        cpu0 = cpu_ticks(server.pid)
+        out = tls_load(port, mode, sessions, sent, per_connection, resume, timeout=300)
+        cpu1 = cpu_ticks(server.pid)
+    return {
+        "rate": out["rate"],
+        "cpu_us": (cpu1 - cpu0) / TICK * 1e6 / sent,
+        "peak": mem.peak,
+        "count": sent,
+        "seconds": out["seconds"],
+        "resumed": out["handshakes_resumed"],
+        "full": out["handshakes_full"],
+    }
+
+
+class LmtpPath:
+    """One way into the bench's Dovecot: `server` is None for smtp-source -L straight into
+    its LMTP socket, else the samotop or Postfix in front of it."""
+
+    def __init__(self, name, dovecot, server):
+        self.name, self.dovecot, self.server = name, dovecot, server
+        self.seq = 0
+        # Memory: of the front server where there is one, else of Dovecot.
+        self.pid = server.pid if server else dovecot.pid
+        self.single = server.single if server else False
+
+    def memory(self):
+        if self.server:
+            return self.server.memory()
+        return sum(pss_bytes(p) for p in tree(self.dovecot.pid))
+
+    def cpu(self):
+        """CPU ticks of Dovecot and of the front server, if any: the whole path's cost."""
+        return cpu_ticks(self.dovecot.pid) + (cpu_ticks(self.server.pid) if self.server else 0)
+
+    def stop(self):
+        if self.server:
+            self.server.stop()
+
+
+def measure_lmtp(path, case, count):
+    """Sends `count` messages along `path` into a fresh Dovecot mailbox; the time runs until
+    Dovecot has stored them all (Postfix's 250 comes at its queue, before delivery)."""
+    size, sessions = LMTP_CASES[case]
+    path.seq += 1
+    user = "%s-%d@sink.test" % (path.name, path.seq)
+    sent = max(sessions, count)
+    dc = path.dovecot
+    with MemSampler(path) as mem:
+        cpu0 = path.cpu()
+        t0 = time.monotonic()
+        if path.server is None:
+            source(dc.socket, size, sessions, 1, True, sent, timeout=300, to=user, lmtp=True)
+        else:
+            source(path.server.port, size, sessions, 1, True, sent, timeout=300, to=user)
+        deadline = time.monotonic() + 300
+        while dc.count(user) < sent:
+            if time.monotonic() > deadline:
+                raise RuntimeError("Dovecot stored %d of %d" % (dc.count(user), sent))
+            time.sleep(0.01)
+        elapsed = time.monotonic() - t0
+        cpu1 = path.cpu()
+    return {
+        "rate": sent / elapsed,
+        "cpu_us": (cpu1 - cpu0) / TICK * 1e6 / sent,
+        "peak": mem.peak,
+        "count": sent,
+        "seconds": elapsed,
+    }
+
+
+def run_matrix(servers, cases, rounds, seconds, measure=measure, warmup=WARMUP,
+               sessions_of=lambda case: CASES[case][1]):
+    """Every (server, case), in rounds with the server order rotated; `measure(server, case,
+    count)` gives one measurement."""
     counts = {}
+    if not servers or not cases:
+        return {}
     log("warm-up and calibration (%.0f s per measurement)" % seconds)
     for case in cases:
         for s in servers:
+            if isinstance(s, DiskRate) and case != "1k-s32":
+                continue
             try:
-                m = measure(s, case, WARMUP[case])
+                m = measure(s, case, warmup[case])
             except Exception as e:  # noqa: BLE001 - a failing server is reported, not fatal
                 log("%s %s: warm-up failed: %s" % (s.name, case, e))
                 continue
-            sessions = CASES[case][1]
+            sessions = sessions_of(case)
             counts[(s.name, case)] = int(min(MAX_COUNT, max(sessions * 4, m["rate"] * seconds)))
     results = {}
     for r in range(rounds):
@@ -530,23 +783,27 @@ def run_matrix(servers, cases, rounds, seconds):
 # ---------------------------------------------------------------- extras
 
 
-def idle_memory(name, base, samotop, n):
-    """Memory per idle connection: (banner-only, after EHLO) bytes per connection."""
+def idle_memory(name, base, samotop, n, tls=None):
+    """Memory per idle connection, by state: after the banner, after the EHLO reply, and
+    (samotop with `tls`) after STARTTLS and the EHLO inside TLS."""
     out = {}
-    for ehlo in (False, True):
+    states = ["banner", "ehlo"] + (["starttls"] if tls and name == "samotop" else [])
+    for state in states:
         nofile = n + 1024
         if name == "samotop":
-            s = Samotop("idle-samotop-%d" % ehlo, base, samotop, "null",
-                        extra=["--max-connections", str(n + 100)], nofile=nofile)
+            s = Samotop("idle-samotop-%s" % state, base, samotop, "null",
+                        extra=["--max-connections", str(n + 100)], nofile=nofile,
+                        tls=tls if state == "starttls" else None)
         elif name == "smtp-sink":
-            s = Sink("idle-sink-%d" % ehlo, base, nofile=nofile, max_conns=n + 100)
+            s = Sink("idle-sink-%s" % state, base, nofile=nofile, max_conns=n + 100)
         else:
-            s = Aiosmtpd("idle-aiosmtpd-%d" % ehlo, base, "discard", nofile=nofile)
+            s = Aiosmtpd("idle-aiosmtpd-%s" % state, base, "discard", nofile=nofile)
         try:
             time.sleep(0.3)
             before_rss, before_pss = rss_bytes(s.pid), pss_bytes(s.pid)
+            flags = {"banner": [], "ehlo": ["--ehlo"], "starttls": ["--starttls"]}[state]
             argv = [PY, os.path.join(HERE, "idle_conns.py"), "127.0.0.1", str(s.port), str(n),
-                    "--hold", "120"] + (["--ehlo"] if ehlo else [])
+                    "--hold", "300"] + flags
             client = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       text=True, preexec_fn=lambda: raise_nofile(n + 1024))
             line = client.stdout.readline().split()
@@ -555,15 +812,14 @@ def idle_memory(name, base, samotop, n):
             after_rss, after_pss = rss_bytes(s.pid), pss_bytes(s.pid)
             client.stdin.close()
             client.wait(60)
-            out["ehlo" if ehlo else "banner"] = {
+            out[state] = {
                 "open": alive,
                 "rss_per_conn": (after_rss - before_rss) / max(alive, 1),
                 "pss_per_conn": (after_pss - before_pss) / max(alive, 1),
                 "rss_total": after_rss,
             }
             log("idle %s %s: %d open, %.0f B RSS/conn" % (
-                name, "ehlo" if ehlo else "banner", alive,
-                (after_rss - before_rss) / max(alive, 1)))
+                name, state, alive, (after_rss - before_rss) / max(alive, 1)))
         finally:
             s.stop()
     return out
@@ -584,6 +840,35 @@ def disk_rate(base, seconds):
     r = subprocess.run([PY, os.path.join(HERE, "disk_rate.py"), d, "--threads", "1,16",
                         "--seconds", str(seconds)], capture_output=True, text=True, timeout=600)
     return json.loads(r.stdout)["files_per_s"]
+
+
+def dovecot_path(base, samotop, cases, rounds, seconds):
+    """The Dovecot path: smtp-source -L into one Dovecot's LMTP socket, samotop relaying
+    into it (--deliver lmtp:unix:SOCKET), Postfix relaying into it (lmtp transport)."""
+    import dovecot_lmtp  # bench/dovecot_lmtp.py
+
+    why = dovecot_lmtp.available()
+    if why:
+        log("Dovecot path skipped: %s" % why)
+        return {}
+    dc = dovecot_lmtp.Dovecot()
+    log("Dovecot path: LMTP socket %s" % dc.socket)
+    paths = []
+    try:
+        paths.append(LmtpPath("dovecot-direct", dc, None))
+        paths.append(LmtpPath("samotop-lmtp", dc, Samotop(
+            "lmtp-samotop", base, samotop, "lmtp:unix:" + dc.socket)))
+        paths.append(LmtpPath("postfix-lmtp", dc, Postfix("lmtp-postfix", base, lmtp=dc.socket)))
+        baseline = os.environ.get("BENCH_BASELINE")
+        if baseline:
+            paths.append(LmtpPath("base-lmtp", dc, Samotop(
+                "lmtp-base", base, baseline, "lmtp:unix:" + dc.socket)))
+        return run_matrix(paths, cases, rounds, seconds, measure=measure_lmtp,
+                          warmup=LMTP_WARMUP, sessions_of=lambda c: LMTP_CASES[c][1])
+    finally:
+        for p in paths:
+            p.stop()
+        dc.close()
 
 
 # ---------------------------------------------------------------- report
@@ -621,7 +906,39 @@ def mib(b):
     return b / 1024 / 1024
 
 
-def report(info, results, cases, servers, extras):
+def matrix_table(add, results, cases, names, case_text, ref_of, ref_label, what="server"):
+    """A table of one matrix's medians; `ref_of(name)`: the server each is compared with.
+    Returns the medians."""
+    medians = {}
+    for (name, case), rs in results.items():
+        ok = [r for r in rs if "rate" in r]
+        if ok:
+            medians[(name, case)] = statistics.median(r["rate"] for r in ok)
+    add("| case | %s | msg/s median | min–max | CPU µs/msg | peak MiB | %s |" % (what, ref_label))
+    add("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for case in cases:
+        for name in names:
+            rs = results.get((name, case), [])
+            ok = [r for r in rs if "rate" in r]
+            if not ok:
+                if rs:
+                    add("| %s | %s | failed: %s | | | | |"
+                        % (case_text[case], name, rs[0].get("error", "?")[:80]))
+                continue
+            rates = [r["rate"] for r in ok]
+            med = medians[(name, case)]
+            cpu = statistics.median(r["cpu_us"] for r in ok)
+            peak = max(r["peak"] for r in ok)
+            ref = medians.get((ref_of(name), case))
+            ratio = "%.2f×" % (ref / med) if ref and ref_of(name) != name else "—"
+            fails = len(rs) - len(ok)
+            add("| %s | %s | %.0f | %.0f–%.0f%s | %.1f | %.1f | %s |" % (
+                case_text[case], name, med, min(rates), max(rates),
+                " (%d failed)" % fails if fails else "", cpu, mib(peak), ratio))
+    return medians
+
+
+def report(info, results, cases, servers, extras, tls_cases=(), lmtp_cases=()):
     lines = []
     add = lines.append
     m = info["machine"]
@@ -663,6 +980,27 @@ def report(info, results, cases, servers, extras):
         "server's processes (Postfix: master, all its children, reaped ones included) over the "
         "messages sent. samotop ÷ this: the median of the samotop of the same class (null for "
         "protocol-only servers, maildir for durable ones) over this server's median.")
+    tls_medians = {}
+    if extras.get("tls"):
+        add("")
+        add("TLS, 1 KiB, driven by bench/tls-load (Rust, tokio-rustls, one command at a time, "
+            "session resumption off unless the case says resumed):")
+        add("")
+        names = [n for n in servers if any(k[0] == n for k in extras["tls"])]
+        tls_medians = matrix_table(add, extras["tls"], tls_cases, names, TLS_CASE_TEXT,
+                                   lambda n: CLASS.get(n, n), "samotop ÷ this")
+    lmtp_medians = {}
+    if extras.get("lmtp"):
+        add("")
+        add("The Dovecot path: smtp-source into one Dovecot's LMTP socket (Unix), straight (-L) "
+            "or through samotop or Postfix; a fresh mailbox per measurement; the time runs until "
+            "Dovecot has stored every message. CPU: Dovecot's processes plus the front "
+            "server's; peak MiB: the front server (direct: Dovecot):")
+        add("")
+        names = [n for n in LMTP_PATHS + ["base-lmtp"]
+                 if any(k[0] == n for k in extras["lmtp"])]
+        lmtp_medians = matrix_table(add, extras["lmtp"], lmtp_cases, names, LMTP_CASE_TEXT,
+                                    lambda n: "samotop-lmtp", "samotop-lmtp ÷ this", "path")
     if "idle" in extras:
         add("")
         add("| idle connections | state | open | RSS/conn | PSS/conn |")
@@ -670,7 +1008,7 @@ def report(info, results, cases, servers, extras):
         for name, v in extras["idle"].items():
             for state, d in v.items():
                 add("| %s | after %s | %d | %.1f KiB | %.1f KiB |" % (
-                    name, "banner" if state == "banner" else "EHLO reply", d["open"],
+                    name, IDLE_STATE_TEXT[state], d["open"],
                     d["rss_per_conn"] / 1024, d["pss_per_conn"] / 1024))
     if "big" in extras:
         add("")
@@ -709,13 +1047,53 @@ def report(info, results, cases, servers, extras):
     ]:
         r = ratio((a, "1k-s32"), (b, "1k-s32"))
         if r is not None:
-            targets.append("| %s | ≥ %.1f× | %.2f× | %s |" % (label, want, r,
+            targets.append("| %s | ≥ %.2f× | %.2f× | %s |" % (label, want, r,
                                                                "met" if r >= want else "not met"))
-    idle = extras.get("idle", {}).get("samotop", {}).get("ehlo")
-    if idle:
-        k = idle["rss_per_conn"] / 1024
-        targets.append("| memory per idle connection (after EHLO) | ≤ 10 KiB | %.1f KiB | %s |"
-                       % (k, "met" if k <= 10 else "not met"))
+    def target(label, r, want, unit="×"):
+        if r is None:
+            return
+        ok = r >= want if unit == "×" else r <= want
+        targets.append("| %s | %s %.2f%s | %.2f%s | %s |" % (
+            label, "≥" if unit == "×" else "≤", want, unit if unit == "×" else " " + unit, r,
+            unit if unit == "×" else " " + unit, "met" if ok else "not met"))
+
+    def tls_ratio(a, b):
+        if a in tls_medians and b in tls_medians:
+            return tls_medians[a] / tls_medians[b]
+        return None
+
+    for case, lbl in (("starttls-conn-s32", "STARTTLS, 1 msg/conn"),
+                      ("starttls-conn-s32-resume", "STARTTLS, 1 msg/conn, resumed"),
+                      ("smtps-conn-s32", "implicit TLS, 1 msg/conn")):
+        target("%s: samotop-maildir vs Postfix (both durable)" % lbl,
+               tls_ratio(("samotop-maildir", case), ("postfix", case)), 2.0)
+        target("%s: samotop-null vs Postfix (held)" % lbl,
+               tls_ratio(("samotop-null", case), ("postfix", case)), 2.0)
+        target("%s: samotop-null vs aiosmtpd-discard" % lbl,
+               tls_ratio(("samotop-null", case), ("aiosmtpd-discard", case)), 3.0)
+    for name in ("samotop-null", "samotop-maildir"):
+        target("STARTTLS vs plain, 32 long sessions, %s" % name,
+               tls_ratio((name, "starttls-s32"), (name, "plain-s32")), 0.8)
+        target("implicit TLS vs plain, 32 long sessions, %s" % name,
+               tls_ratio((name, "smtps-s32"), (name, "plain-s32")), 0.8)
+    for case in lmtp_cases:
+        for b, want in (("dovecot-direct", 0.8), ("postfix-lmtp", 2.0)):
+            a_, b_ = ("samotop-lmtp", case), (b, case)
+            if a_ in lmtp_medians and b_ in lmtp_medians:
+                target("Dovecot path, %s: samotop vs %s" % (LMTP_CASE_TEXT[case], b),
+                       lmtp_medians[a_] / lmtp_medians[b_], want)
+    idle = extras.get("idle", {}).get("samotop", {})
+    for state, want in (("ehlo", 4), ("starttls", 32)):
+        if state in idle:
+            target("memory per idle connection (%s)" % IDLE_STATE_TEXT[state],
+                   idle[state]["rss_per_conn"] / 1024, want, "KiB")
+    target("durable Maildir, 1 KiB, 32 sessions vs the disk (16 writer threads, same rounds)",
+           ratio(("samotop-maildir", "1k-s32"), ("disk-16-threads", "1k-s32")), 0.9)
+    one = [r for r in results.get(("samotop-null", "1k-s1"), []) if "rate" in r]
+    if one:
+        targets.append("| one session, %d messages (--max-messages-per-session raised) | "
+                       "no error | %d sent | met |" % (max(r["count"] for r in one),
+                                                        max(r["count"] for r in one)))
     for name in ("samotop-null", "samotop-maildir"):
         d = extras.get("big", {}).get(name)
         if d and "growth" in d:
@@ -737,7 +1115,7 @@ def main():
     names = [n for n in os.environ.get("BENCH_SERVERS", ",".join(SERVERS)).split(",") if n]
     cases = [c for c in os.environ.get("BENCH_CASES", ",".join(CASES)).split(",") if c]
     for n in names:
-        if n not in SERVERS and n not in ("base-null", "base-maildir"):
+        if n not in SERVERS and n not in ("base-null", "base-maildir", "disk-16-threads"):
             sys.exit("bench: unknown server %s (one of %s)" % (n, ", ".join(SERVERS)))
     for c in cases:
         if c not in CASES:
@@ -759,11 +1137,36 @@ def main():
     servers = []
     extras = {}
     results = {}
+    tls_cases = [c for c in os.environ.get("BENCH_TLS_CASES", ",".join(TLS_CASES)).split(",")
+                 if c]
+    lmtp_cases = [c for c in os.environ.get("BENCH_LMTP_CASES", ",".join(LMTP_CASES)).split(",")
+                  if c]
+    for c in tls_cases:
+        if c not in TLS_CASES:
+            sys.exit("bench: unknown TLS case %s (one of %s)" % (c, ", ".join(TLS_CASES)))
+    for c in lmtp_cases:
+        if c not in LMTP_CASES:
+            sys.exit("bench: unknown Dovecot-path case %s (one of %s)"
+                     % (c, ", ".join(LMTP_CASES)))
+    if tls_cases and not os.access(TLS_LOAD, os.X_OK):
+        sys.exit("bench: no tls-load binary at %s (cargo build --release -p tls-load)" % TLS_LOAD)
+    tls = make_cert(base)
+    tls_results = {}
+    lmtp_results = {}
     try:
         for n in names:
             log("starting %s" % n)
-            servers.append(start(n, base, samotop))
+            if n == "disk-16-threads":
+                servers.append(DiskRate(base))
+                continue
+            servers.append(start(n, base, samotop, tls=tls))
         results = run_matrix(servers, cases, rounds, seconds)
+        tls_servers = [s for s in servers if s.tls]
+        if tls_cases and tls_servers:
+            log("TLS: %s" % " ".join(s.name for s in tls_servers))
+            tls_results = run_matrix(tls_servers, tls_cases, rounds, seconds,
+                                     measure=measure_tls, warmup=TLS_WARMUP,
+                                     sessions_of=lambda c: TLS_CASES[c][1])
         mb = info["big_mb"]
         if mb > 0:
             extras["big"] = {}
@@ -776,6 +1179,8 @@ def main():
     finally:
         for s in servers:
             s.stop()
+    if lmtp_cases:
+        lmtp_results = dovecot_path(base, samotop, lmtp_cases, rounds, seconds)
     if os.environ.get("BENCH_TRIGGER", "1") != "0":  # bench/trigger.py: webhooks and exec:
         import trigger
         extras["trigger"] = trigger.run(sys.modules[__name__], ROOT, samotop, base, rounds, seconds)
@@ -785,7 +1190,7 @@ def main():
         for name in ("samotop", "smtp-sink", "aiosmtpd"):
             if name == "samotop" or any(s.name.startswith(name) for s in servers):
                 try:
-                    extras["idle"][name] = idle_memory(name, base, samotop, n)
+                    extras["idle"][name] = idle_memory(name, base, samotop, n, tls=tls)
                 except Exception as e:  # noqa: BLE001
                     log("idle %s failed: %s" % (name, e))
     if env_int("BENCH_SMIME", 1):  # encryption at rest: bench/smime.py
@@ -796,7 +1201,9 @@ def main():
         log("disk rate")
         extras["disk"] = disk_rate(base, ds)
     info["load_end"] = "%.1f/%.1f/%.1f" % os.getloadavg()
-    text = report(info, results, cases, names, extras)
+    extras["tls"] = tls_results
+    extras["lmtp"] = lmtp_results
+    text = report(info, results, cases, names, extras, tls_cases, lmtp_cases)
     if "trigger" in extras:
         text += "\n".join(trigger.report(extras["trigger"])) + "\n"
     if os.environ.get("BENCH_INBOX", "1") != "0":
@@ -804,13 +1211,20 @@ def main():
 
         text += "\n" + inbox.report(inbox.run(samotop))
     text += __import__("smime").report(extras["smime"]) if "smime" in extras else ""
+    if os.environ.get("BENCH_AUTH", "1") != "0":
+        import auth  # bench/auth.py: DKIM/DMARC on and off, and Postfix + OpenDKIM + OpenDMARC
+
+        text += "\n" + auth.report(auth.run(samotop))
     print(text)
     out = os.environ.get("BENCH_OUT")
     if out:
         with open(out, "w") as f:
             f.write(text)
         with open(out + ".json", "w") as f:
-            json.dump({"info": info, "extras": extras,
+            flat = {k: {"%s %s" % kk: vv for kk, vv in extras.get(k, {}).items()}
+                    for k in ("tls", "lmtp")}
+            rest = {k: v for k, v in extras.items() if k not in ("tls", "lmtp")}
+            json.dump({"info": info, "extras": rest, "tls": flat["tls"], "lmtp": flat["lmtp"],
                        "results": {"%s %s" % k: v for k, v in results.items()}}, f, indent=1)
     if os.environ.get("BENCH_KEEP"):
         log("kept %s" % base)

@@ -456,3 +456,38 @@ def test_the_inbox_lists_encrypted_mail_by_its_clear_fields(samotop, tmp_path):
     assert json.loads(get("/api/v1/search?query=launch"))["messages"] == [], "the body is not indexed"
     shown = json.loads(get(f"/api/v1/message/{page[0]['ID']}"))
     assert [a["FileName"] for a in shown["Attachments"]] == ["smime.p7m"], shown["Attachments"]
+
+
+def test_sighup_reloads_encrypt_to_and_a_bad_file_keeps_the_old_keys(samotop, tmp_path):
+    owner = tmp_path / "owner.pem"
+    shutil.copy(pem("rsa2048"), owner)
+    s, md = start(samotop, tmp_path, "--encrypt-to", str(owner))
+    send(s.port, MESSAGE)
+    wait_files(md, 1)
+
+    def newest():
+        return max(maildir_files(md), key=lambda p: p.stat().st_mtime_ns).read_bytes()
+
+    def cannot(message, name):
+        r = subprocess.run(["openssl", "cms", "-decrypt", "-inform", "SMIME", "-inkey", str(DATA / f"{name}.key")],
+                           input=message, capture_output=True, timeout=60)
+        return r.returncode != 0
+
+    assert after_trace(openssl("cms", newest(), "rsa2048")) == MESSAGE
+    # A new certificate in the same file: the next message is for it only.
+    shutil.copy(pem("p384"), owner)
+    s.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: s.log.count("encryption certificates reloaded") == 1, what="reload")
+    send(s.port, MESSAGE)
+    wait_files(md, 2)
+    assert after_trace(openssl("cms", newest(), "p384")) == MESSAGE
+    assert cannot(newest(), "rsa2048")
+    # A broken file: the reload fails, says so, and the certificates in force stay.
+    owner.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    s.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "keeping the certificates in force" in s.log or "reload failed" in s.log,
+               what="the failed reload logged")
+    send(s.port, MESSAGE)
+    wait_files(md, 3)
+    assert after_trace(openssl("cms", newest(), "p384")) == MESSAGE
+    assert s.alive()

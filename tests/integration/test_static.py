@@ -9,7 +9,7 @@ outside with smtplib must land in DIR/mail/new.
 * the binary is static (`file`, `ldd`, and no shared object mapped in the running process);
 * the image's CMD works in an empty root (IP-literal listen address: no NSS, no resolver);
 * without `--spf off` and without /etc/resolv.conf, the start fails with a clear error
-  (which is why the image's CMD turns SPF off);
+  (which is why the image's CMD turns SPF, DKIM and DMARC off);
 * a host name to listen on, with no /etc/hosts and no resolver, fails with a clear error;
 * in a network namespace of its own with `ip_unprivileged_port_start=0` (what Docker and
   Podman set), the unchanged CMD listens on port 25 as 10025 and receives mail; without it,

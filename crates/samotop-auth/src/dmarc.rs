@@ -282,11 +282,14 @@ impl Walk {
 }
 
 /// The identifiers that may align: SPF's MAIL FROM domain when SPF passed, and the `d=`
-/// of each passing DKIM signature.
+/// of each passing DKIM signature; and those that might have passed but met a temporary
+/// DNS failure (SPF `temperror`, a DKIM key look-up that timed out).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Identifiers {
     pub spf: Option<String>,
     pub dkim: Vec<String>,
+    pub spf_temp: Option<String>,
+    pub dkim_temp: Vec<String>,
 }
 
 /// A source of randomness for RFC 7489 `pct` sampling: a number below 100.
@@ -391,6 +394,21 @@ pub(crate) async fn evaluate<D: Dns>(
     }
     if let Some(e) = error {
         return eval.error(e, "alignment");
+    }
+    // An identifier that would align but could not be checked (a temporary DNS failure)
+    // might have passed: the result is `temperror`, never a `fail` that a policy could
+    // turn into a rejection.
+    let pending = ids
+        .spf_temp
+        .iter()
+        .map(|d| ("SPF", d, record.aspf))
+        .chain(ids.dkim_temp.iter().map(|d| ("DKIM", d, record.adkim)));
+    for (method, d, mode) in pending {
+        if !matches!(aligned(d, author, &org, mode, lookups).await, Ok(false)) {
+            eval.outcome = Outcome::TempError;
+            eval.reason = Some(format!("{method} for {d} met a temporary DNS failure"));
+            return eval;
+        }
     }
     eval.outcome = Outcome::Fail;
     // The policy to apply after the options (RFC 9989 4.7 t=, RFC 7489 6.6.4 pct=).

@@ -85,63 +85,40 @@
 //!
 //! # With samotop-core
 //!
-//! A `DataCheck` builds one `Verifier` (with [`Resolver::from_hickory`] on the server's
-//! shared `TokioResolver`) and, per message, a `Scan` holding an `Arc` of it and a
-//! [`Scanner`]: `update` forwards chunks; `verdict` builds a [`Context`] from the
-//! envelope's SPF results, awaits [`Scanner::finish`], and maps [`Report::action`] to the
-//! core's `Verdict` (the [`AuthenticationResults`] field to prepend, [`Report::results`]
-//! as its `AuthResult`s, the quarantine flag, or the [`Refusal`] as a reply). Before
-//! storing, the session renames incoming fields for which [`claims_authserv_id`] is true.
-//! A sketch against the traits planned in samotop-core (not compiled here):
+//! [`AuthCheck`] is the whole thing as a samotop-core `DataCheck`: stack it on a `Driver`
+//! or a `Server` (`Server::checks`) beside checks of your own. Each message is spooled
+//! while its [`Scanner`] hashes it; at the end of the data the check builds the
+//! [`Context`] from the envelope's SPF results (the SPF guard's, from MAIL) and the peer's
+//! address, and turns the [`Report`] into the core's verdict: one `Authentication-Results`
+//! field on top of the stored message (SPF, DKIM, DMARC, ARC), the results for
+//! `Envelope::auth`, the quarantine flag, or `550 5.7.1` ([`DMARC_REJECT`]). The session
+//! renames incoming fields that claim our authserv-id before anything sees them
+//! ([`claims_authserv_id`], samotop-core's predicate).
 //!
-//! ```ignore
-//! pub struct AuthCheck { verifier: Arc<samotop_auth::Verifier>, authserv_id: String }
-//! pub struct AuthScan { verifier: Arc<samotop_auth::Verifier>, scanner: Scanner, id: String }
+//! One resolver for everything: build a hickory `TokioResolver`, give it to the SPF guard
+//! and wrap it with [`Resolver::from_hickory`] here, and SPF, DKIM and DMARC share one cache.
 //!
-//! impl DataCheck for AuthCheck {
-//!     type Scan = AuthScan;
-//!     fn scan(&self, _: &SessionInfo, _: &Envelope) -> AuthScan {
-//!         AuthScan { verifier: self.verifier.clone(), scanner: self.verifier.scanner(),
-//!                    id: self.authserv_id.clone() }
-//!     }
-//! }
+//! ```
+//! use samotop_auth::{AuthCheck, Config, DmarcMode, Policy, Resolver, Verifier};
+//! use samotop_core::DataChecks;
 //!
-//! impl Scan for AuthScan {
-//!     fn update(&mut self, chunk: &[u8]) { self.scanner.update(chunk) }
-//!     async fn verdict(self, info: &SessionInfo, envelope: &Envelope, _: &Spool) -> Verdict {
-//!         let mut context = samotop_auth::Context::new();
-//!         for r in envelope.auth_results().iter().filter(|r| r.method == "spf") {
-//!             let outcome = r.result.parse().unwrap_or(samotop_auth::Outcome::None);
-//!             for (name, value) in &r.properties {
-//!                 match name.as_str() {
-//!                     "smtp.mailfrom" => context = context.spf_mailfrom(outcome, value),
-//!                     "smtp.helo" => context = context.spf_helo(outcome, value),
-//!                     _ => {}
-//!                 }
-//!             }
-//!         }
-//!         context.remote_ip = info.peer_ip();
-//!         let report = self.scanner.finish(&self.verifier, &context).await;
-//!         let header = report.authentication_results(&self.id).field();
-//!         let results = report.results().into_iter().map(|r| AuthResult {
-//!             method: r.method, result: r.result, reason: r.reason, properties: r.properties,
-//!         }).collect();
-//!         match report.action() {
-//!             Action::Accept => Verdict::Accept,
-//!             Action::Tag { quarantine } => Verdict::Note { headers: vec![header], results, quarantine },
-//!             Action::Reject(r) => Verdict::Reject(Reply::new(r.code, r.enhanced, r.text)),
-//!         }
-//!     }
-//! }
+//! // --dns 127.0.0.1:5353 --dkim tag --dmarc enforce (no traffic until a message comes)
+//! let resolver = Resolver::new(Some("127.0.0.1:5353".parse()?))?;
+//! let policy = Policy { dmarc: DmarcMode::Enforce, ..Policy::default() };
+//! let verifier = Verifier::new(resolver.clone(), Config::with_policy(policy));
+//! let checks = DataChecks::new().with(AuthCheck::new(verifier, "mx.example.org"));
+//! // samotop_server::Server::new(dispatch).checks(checks) ...
+//! # let _ = checks;
+//! # Ok::<_, Box<dyn std::error::Error>>(())
 //! ```
 #![deny(missing_docs)]
 
 mod address;
 mod canon;
+mod check;
 mod dmarc;
 mod dns;
 mod error;
-mod forged;
 mod header;
 mod key;
 mod lookup;
@@ -155,10 +132,10 @@ mod verifier;
 mod verify;
 
 pub use canon::Canonicalization;
+pub use check::{AuthCheck, AuthScan};
 pub use dmarc::{Alignment, MAX_WALK_QUERIES};
 pub use dns::{Dns, DnsError, QUERY_ATTEMPTS, QUERY_DEADLINE, QUERY_TIMEOUT, Resolver, Zone};
 pub use error::Error;
-pub use forged::claims_authserv_id;
 pub use header::{DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADER_FIELDS};
 pub use key::{MAX_RSA_BITS, MIN_RSA_BITS};
 pub use policy::{Action, DMARC_REJECT, Disposition, DkimMode, DmarcMode, Policy, Refusal};
@@ -166,6 +143,9 @@ pub use report::{
     ArcResult, AuthResult, Context, DkimResult, DmarcEvaluation, DmarcResult, Outcome, Report, Spf,
 };
 pub use results::{AuthenticationResults, MAX_REASON, MAX_VALUE};
+/// Whether an incoming `Authentication-Results` claims our authserv-id: samotop-core's
+/// predicate, the one the session renames forged fields by (so both read a field alike).
+pub use samotop_core::claims_authserv_id;
 pub use scanner::Scanner;
 pub use signature::Algorithm;
 pub use verifier::{BodyLength, Config, Limits, MultipleAuthors, Verifier};

@@ -313,19 +313,7 @@ impl DmarcResult {
     }
 }
 
-/// One method's result in the shape of samotop-core's planned `AuthResult`: an adapter
-/// copies the fields.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthResult {
-    /// `spf`, `dkim`, `dmarc` or `arc`.
-    pub method: String,
-    /// The result name.
-    pub result: String,
-    /// `reason=`, when there is one.
-    pub reason: Option<String>,
-    /// The properties, as `("header.d", "example.com")`.
-    pub properties: Vec<(String, String)>,
-}
+pub use samotop_core::AuthResult;
 
 /// Everything one message's check found.
 #[derive(Debug, Clone, PartialEq, Eq)]

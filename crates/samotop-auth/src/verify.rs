@@ -468,6 +468,19 @@ fn author_plan(parsed: &Parsed, config: &Config) -> Result<AuthorPlan, DmarcResu
     })
 }
 
+/// The `d=` of the signatures with this outcome, lower case, each once.
+fn domains(dkim: &[DkimResult], outcome: Outcome) -> Vec<String> {
+    let mut d: Vec<String> = dkim
+        .iter()
+        .filter(|r| r.outcome == outcome)
+        .filter_map(|r| r.domain.as_ref())
+        .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+        .collect();
+    d.sort();
+    d.dedup();
+    d
+}
+
 async fn verify_dmarc<D: Dns>(
     plan: AuthorPlan,
     dkim: &[DkimResult],
@@ -482,17 +495,14 @@ async fn verify_dmarc<D: Dns>(
             // The caller may give the whole MAIL FROM address: the domain is what counts.
             .map(|s| s.domain.rsplit('@').next().unwrap_or_default())
             .map(|d| d.trim_end_matches('.').to_ascii_lowercase()),
-        dkim: {
-            let mut d: Vec<String> = dkim
-                .iter()
-                .filter(|r| r.outcome == Outcome::Pass)
-                .filter_map(|r| r.domain.as_ref())
-                .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
-                .collect();
-            d.sort();
-            d.dedup();
-            d
-        },
+        dkim: domains(dkim, Outcome::Pass),
+        spf_temp: context
+            .spf_mailfrom
+            .as_ref()
+            .filter(|s| s.outcome == Outcome::TempError)
+            .map(|s| s.domain.rsplit('@').next().unwrap_or_default())
+            .map(|d| d.trim_end_matches('.').to_ascii_lowercase()),
+        dkim_temp: domains(dkim, Outcome::TempError),
     };
     let roll = dmarc::percent_roll();
     let evaluations = join_all(
@@ -726,6 +736,47 @@ mod tests {
         assert!(started.elapsed() < std::time::Duration::from_secs(2));
         assert_eq!(report.dkim[0].outcome, Outcome::TempError);
         assert_eq!(report.dmarc.outcome, Outcome::TempError);
+    }
+
+    /// A key that cannot be fetched (a DNS timeout) under `p=reject`: the signature might
+    /// have passed and aligned, so DMARC is `temperror` and nothing is refused; an
+    /// unaligned one does not stop a `fail`.
+    #[test]
+    fn a_temporary_failure_that_might_align_is_never_a_fail() {
+        let msg =
+            b"DKIM-Signature: v=1; a=rsa-sha256; d=example.com; s=s; h=from; bh=YWJj; b=YWJj\r\n\
+            From: a@example.com\r\n\r\nhi\r\n";
+        let policy = crate::Policy {
+            dmarc: crate::DmarcMode::Enforce,
+            ..crate::Policy::default()
+        };
+        let zone = || {
+            Zone::new()
+                .timeout("s._domainkey.example.com")
+                .with_txt("_dmarc.example.com", "v=DMARC1; p=reject")
+        };
+        let (report, _) = run(zone(), Config::with_policy(policy), msg);
+        assert_eq!(report.dkim[0].outcome, Outcome::TempError);
+        assert_eq!(report.dmarc.outcome, Outcome::TempError);
+        assert_eq!(report.action(), Action::Tag { quarantine: false });
+        // The same through SPF: a temperror for the author's own domain.
+        let verifier = Verifier::new(zone(), Config::with_policy(policy));
+        let mut scanner = verifier.scanner();
+        scanner.update(b"From: a@example.com\r\n\r\nhi\r\n");
+        let context = Context::new().spf_mailfrom(Outcome::TempError, "example.com");
+        let report = block_on(scanner.finish(&verifier, &context));
+        assert_eq!(report.dmarc.outcome, Outcome::TempError);
+        assert_eq!(report.action(), Action::Tag { quarantine: false });
+        // A temperror for a domain that cannot align changes nothing: fail, refused.
+        let other = String::from_utf8_lossy(msg)
+            .replace("d=example.com", "d=other.example")
+            .into_bytes();
+        let zone = Zone::new()
+            .timeout("s._domainkey.other.example")
+            .with_txt("_dmarc.example.com", "v=DMARC1; p=reject");
+        let (report, _) = run(zone, Config::with_policy(policy), &other);
+        assert_eq!(report.dmarc.outcome, Outcome::Fail);
+        assert_eq!(report.action(), Action::Reject(crate::DMARC_REJECT));
     }
 
     #[test]

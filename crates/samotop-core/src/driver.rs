@@ -8,10 +8,11 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 
 use crate::check::{DataCheck, Scan};
@@ -289,7 +290,7 @@ impl<D: MailDispatch, G: Guard, C: DataCheck> Driver<D, G, C> {
                 return;
             }
         }
-        let spare = conn.reserve(session);
+        let (spare, lean) = conn.plan(session);
         // Message data: each read must come within the data timeout (RFC 5321 4.5.3.2.6).
         // Commands: the whole line must, so a client trickling a byte at a time cannot hold
         // its session past the command timeout.
@@ -307,7 +308,7 @@ impl<D: MailDispatch, G: Guard, C: DataCheck> Driver<D, G, C> {
                 std::future::pending::<()>().await;
             }
         };
-        let read = tokio::time::timeout_at(deadline, conn.io.read_buf(&mut conn.input));
+        let read = tokio::time::timeout_at(deadline, conn.read_some(spare, lean));
         let signal = async {
             match shutdown.as_mut() {
                 Some(rx) if !*rx.borrow() => {
@@ -596,10 +597,12 @@ impl Conn {
         }
     }
 
-    /// Makes room for the next read and says how much there is. Small for an idle session
-    /// (memory per connection), larger once the peer fills what it is given (pipelining,
-    /// message data).
-    fn reserve(&mut self, session: &Session) -> usize {
+    /// Plans the next read: how much it may bring, and whether it goes through the worker
+    /// thread's scratch buffer (`true`: a session waiting for a new command, with nothing
+    /// buffered) or straight into the input buffer, made room for first (a partial command,
+    /// message data). Small for an idle session, larger once the peer fills what it is given
+    /// (pipelining, message data).
+    fn plan(&mut self, session: &Session) -> (usize, bool) {
         let limits = &session.config().limits;
         let want = if session.in_data() {
             limits.read_size_data
@@ -609,11 +612,58 @@ impl Conn {
             limits.read_size_idle
         }
         .max(64);
+        if self.input.is_empty() && !session.in_data() {
+            return (want, true);
+        }
         let spare = self.input.capacity() - self.input.len();
         if spare < want / 4 {
             self.input.reserve(want);
         }
-        self.input.capacity() - self.input.len()
+        (self.input.capacity() - self.input.len(), false)
+    }
+
+    /// Reads what the peer sent into `input`: up to `size` octets, through the scratch
+    /// buffer when `lean` (see [`plan`](Conn::plan)).
+    async fn read_some(&mut self, size: usize, lean: bool) -> std::io::Result<usize> {
+        if lean {
+            std::future::poll_fn(|cx| self.poll_lean(cx, size)).await
+        } else {
+            self.io.read_buf(&mut self.input).await
+        }
+    }
+
+    /// One poll of a lean read: the stream reads into this worker thread's scratch buffer,
+    /// and only what came is copied into `input`. While the peer is silent (the read is
+    /// pending) the connection holds no buffer at all: the empty input and output buffers
+    /// are given back, so an idle session costs its task and its socket, not its buffers.
+    /// The stream keeps nothing of ours on `Pending` (the `AsyncRead` contract), so no input
+    /// is lost between polls.
+    fn poll_lean(&mut self, cx: &mut Context<'_>, size: usize) -> Poll<std::io::Result<usize>> {
+        let poll = SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => {
+                if scratch.len() < size {
+                    scratch.resize(size, 0);
+                }
+                read_into(&mut self.io, cx, &mut scratch[..size], &mut self.input)
+            }
+            // Another lean read on this thread is inside its poll: cannot happen (a poll does
+            // not poll another session), but a fresh buffer is correct too.
+            Err(_) => read_into(&mut self.io, cx, &mut vec![0; size], &mut self.input),
+        });
+        if poll.is_pending() {
+            self.release_idle();
+        }
+        poll
+    }
+
+    /// Gives back the buffers of a session that waits for its peer, when they are empty.
+    fn release_idle(&mut self) {
+        if self.input.is_empty() && self.input.capacity() > 0 {
+            self.input = BytesMut::new();
+        }
+        if self.output.is_empty() && self.output.capacity() > 0 {
+            self.output = Vec::new();
+        }
     }
 
     /// The result of a read.
@@ -663,6 +713,30 @@ impl Conn {
         if !self.stalled {
             let _ = tokio::time::timeout(self.write_timeout, self.io.shutdown()).await;
         }
+    }
+}
+
+thread_local! {
+    /// The read buffer of lean reads on this thread (see [`Conn::poll_lean`]): one per worker
+    /// thread instead of one per idle connection. It grows to the largest read size asked.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Polls `io` to read into `scratch`; appends what came to `input`.
+fn read_into(
+    io: &mut BoxIo,
+    cx: &mut Context<'_>,
+    scratch: &mut [u8],
+    input: &mut BytesMut,
+) -> Poll<std::io::Result<usize>> {
+    let mut buf = ReadBuf::new(scratch);
+    match Pin::new(&mut **io).poll_read(cx, &mut buf) {
+        Poll::Ready(Ok(())) => {
+            input.extend_from_slice(buf.filled());
+            Poll::Ready(Ok(buf.filled().len()))
+        }
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => Poll::Pending,
     }
 }
 
@@ -736,6 +810,61 @@ mod tests {
         async fn open(&self, _: &SessionInfo, _: &Envelope) -> Result<Self::Transaction, Refusal> {
             Err(reply::DELIVERY_FAILED)
         }
+    }
+
+    fn conn(io: impl Io + 'static) -> Conn {
+        Conn {
+            io: Box::new(io),
+            input: BytesMut::new(),
+            output: Vec::new(),
+            high_water: 16 * 1024,
+            write_timeout: Duration::from_secs(300),
+            stalled: false,
+            deadline: None,
+            busy: false,
+        }
+    }
+
+    /// Issue 19: a connection whose peer is silent holds no read or write buffer; what the
+    /// peer sends next is read whole, however it is split.
+    #[tokio::test]
+    async fn a_silent_peer_s_connection_holds_no_buffers() {
+        let (server, mut client) = tokio::io::duplex(64 * 1024);
+        let mut conn = conn(server);
+        let session = Session::new(
+            Arc::new(SessionConfig::default()),
+            SessionInfo::new(Peer::Stdio, "mx.test"),
+        );
+        conn.queue(&reply::RECIPIENT_OK).await.expect("queued");
+        conn.flush().await.expect("flushed");
+        conn.input.reserve(4096);
+        let (size, lean) = conn.plan(&session);
+        assert!(lean && size >= 64, "{size} {lean}");
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        assert!(conn.poll_lean(&mut cx, size).is_pending());
+        assert_eq!((conn.input.capacity(), conn.output.capacity()), (0, 0));
+        client.write_all(b"NOOP\r\nNO").await.expect("written");
+        let n = conn.read_some(size, lean).await.expect("read");
+        assert_eq!((n, &conn.input[..]), (8, &b"NOOP\r\nNO"[..]));
+        // A partial command is read straight into the input buffer, after what is there.
+        conn.input.advance(6);
+        let (_, lean) = conn.plan(&session);
+        assert!(!lean);
+        client.write_all(b"OP\r\n").await.expect("written");
+        conn.read_some(size, lean).await.expect("read");
+        assert_eq!(&conn.input[..], b"NOOP\r\n");
+        let mut replies = vec![0; 64];
+        let n = client.read(&mut replies).await.expect("replies");
+        assert!(replies[..n].starts_with(b"250 "));
+    }
+
+    /// The per-transaction parts of a session are boxed: an idle session stays small (its
+    /// size is part of every connection's task).
+    #[test]
+    fn an_idle_session_is_small() {
+        let size = std::mem::size_of::<Session>();
+        assert!(size <= 720, "Session is {size} bytes");
     }
 
     /// Regression: a peer that pipelines commands and never reads the replies used to hold its

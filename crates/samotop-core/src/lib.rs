@@ -124,6 +124,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod authres;
 mod check;
 mod dispatch;
 mod driver;
@@ -137,6 +138,7 @@ mod session;
 mod spool;
 pub mod trace;
 
+pub use authres::claims_authserv_id;
 pub use check::{DataCheck, DataChecks, DataScans, Scan};
 pub use dispatch::{
     BoxDispatch, Capabilities, DynTransaction, MailDispatch, Outcomes, Transaction,

@@ -8,7 +8,8 @@ use std::time::Duration;
 ///
 /// Worst-case memory of one session is about `max_line_length` + `read_size_data` +
 /// `chunk_size` + `output_high_water` + (with end-of-data checks) `spool_memory`: under
-/// 512 KiB with the defaults, whatever the client sends.
+/// 512 KiB with the defaults, whatever the client sends. A session waiting for its peer
+/// holds none of these buffers (the driver gives them back while the read is pending).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Longest command line in octets, CR LF included. RFC 5321 4.5.3.1.4 says at least 512;
@@ -66,8 +67,9 @@ pub struct Limits {
     /// pipelines thousands of commands gets its replies in pieces of this size. Default
     /// 16 KiB.
     pub output_high_water: usize,
-    /// Read size for an idle session (waiting for a command): small, since it is held per
-    /// connection. Default 1 KiB.
+    /// Read size for a session waiting for a new command. Such a read goes through a buffer
+    /// of the worker thread and only what arrives is kept, so a silent peer's connection
+    /// holds no read buffer at all. Default 1 KiB.
     pub read_size_idle: usize,
     /// Read size once a peer fills what it is given (pipelining). Default 16 KiB.
     pub read_size_busy: usize,

@@ -276,6 +276,10 @@ struct Open {
     started: Option<String>,
 }
 
+/// How long the writer lets lines gather after a batch: short against the queue (65 536
+/// lines hold far more than this at any rate a session can make), long against a wake-up.
+const BATCH: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// The writer thread's state.
 struct Writer {
     dir: PathBuf,
@@ -333,14 +337,24 @@ impl Writer {
     fn run(mut self, rx: Receiver<Msg>) {
         // Ends when every sender is gone (the server stopped): what is open is written.
         while let Ok(msg) = rx.recv() {
-            match msg {
-                Msg::Line(id, line) => self.line(id, line),
-                Msg::End(id) => self.finish(&id),
+            self.take(msg);
+            // Take what else came, then let the queue fill for a moment: a wake-up of this
+            // thread per batch of lines, not per line (a futex and a context switch each).
+            while let Ok(msg) = rx.try_recv() {
+                self.take(msg);
             }
+            std::thread::sleep(BATCH);
         }
         let ids: Vec<String> = self.open.keys().cloned().collect();
         for id in ids {
             self.finish(&id);
+        }
+    }
+
+    fn take(&mut self, msg: Msg) {
+        match msg {
+            Msg::Line(id, line) => self.line(id, line),
+            Msg::End(id) => self.finish(&id),
         }
     }
 

@@ -298,7 +298,10 @@ async fn handle<D: MailDispatch, G: Guard, C: DataCheck>(
             let Some(tls) = shared.tls.as_ref() else {
                 return;
             };
-            let handshake = tokio::time::timeout(shared.handshake_timeout, tls.accept(io));
+            // Boxed: the handshake's state (a rustls connection, ~1 KiB) would otherwise be
+            // part of every connection's task, plain ones included, for its whole life.
+            let accept = Box::pin(tls.accept(io));
+            let handshake = tokio::time::timeout(shared.handshake_timeout, accept);
             match handshake.await {
                 Ok(Ok((io, tls_info))) => {
                     info.tls = Some(tls_info);

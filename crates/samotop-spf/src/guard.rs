@@ -41,6 +41,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
 ///   permitted sender) client-ip=192.0.2.1; envelope-from="a@example.com"; helo=mail.example.com;
 ///   receiver=mx.example.org; identity=mailfrom`. Peer-supplied parts are cleaned of control
 ///   characters and quoted, so the field is one line.
+/// * The HELO identity (`postmaster@` the HELO name, when it is a domain and the sender is not
+///   null) is checked at the same time and recorded as a second `spf` [`AuthResult`] with
+///   `smtp.helo`; it never refuses and is not in `Received-SPF` ([`SpfGuard::with_helo_check`]).
 /// * [`Policy::Reject`] refuses `fail` with [`SPF_FAIL`] (550 5.7.23) and answers `temperror`
 ///   with [`SPF_TEMPERROR`] (451 4.7.24); the session goes on.
 ///
@@ -60,6 +63,7 @@ pub struct SpfGuard {
     timeout: Duration,
     config: Config,
     lookup: Option<DnsLookup>,
+    check_helo: bool,
 }
 
 impl fmt::Debug for SpfGuard {
@@ -68,6 +72,7 @@ impl fmt::Debug for SpfGuard {
             .field("policy", &self.policy)
             .field("receiver", &self.receiver)
             .field("timeout", &self.timeout)
+            .field("check_helo", &self.check_helo)
             .finish_non_exhaustive()
     }
 }
@@ -98,18 +103,66 @@ impl SpfGuard {
         dns: Option<SocketAddr>,
         receiver: impl Into<String>,
     ) -> Result<SpfGuard, Error> {
-        let receiver = clean(&receiver.into());
         let lookup = match policy {
             Policy::Off => None,
             Policy::Tag | Policy::Reject => Some(DnsLookup::new(dns)?),
         };
-        Ok(SpfGuard {
+        Ok(Self::with_lookup(policy, lookup, receiver.into()))
+    }
+
+    /// A guard with this policy asking `resolver`, a hickory resolver the server shares
+    /// with other checks (DKIM and DMARC: `samotop_auth::Resolver::from_hickory`), so that
+    /// they share one cache. Its timeouts are its own (build it with 2 s per try and one
+    /// retry, as [`SpfGuard::new`] does); each look-up is bounded by 5 s on top.
+    ///
+    /// ```
+    /// use samotop_spf::{Policy, SpfGuard};
+    /// use hickory_resolver::TokioResolver;
+    /// use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+    /// use hickory_resolver::net::runtime::TokioRuntimeProvider;
+    ///
+    /// let server = NameServerConfig::new("127.0.0.1".parse()?, true, vec![ConnectionConfig::udp()]);
+    /// let resolver = TokioResolver::builder_with_config(
+    ///     ResolverConfig::from_name_servers(vec![server]),
+    ///     TokioRuntimeProvider::default(),
+    /// ).build()?;
+    /// let spf = SpfGuard::with_resolver(Policy::Tag, resolver.clone(), "mx.example.org");
+    /// assert_eq!(spf.policy(), Policy::Tag);
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_resolver(
+        policy: Policy,
+        resolver: hickory_resolver::TokioResolver,
+        receiver: impl Into<String>,
+    ) -> SpfGuard {
+        let lookup = match policy {
+            Policy::Off => None,
+            Policy::Tag | Policy::Reject => Some(DnsLookup::from_resolver(resolver)),
+        };
+        Self::with_lookup(policy, lookup, receiver.into())
+    }
+
+    fn with_lookup(policy: Policy, lookup: Option<DnsLookup>, receiver: String) -> SpfGuard {
+        let receiver = clean(&receiver);
+        SpfGuard {
             policy,
             config: spf_config(&receiver, DEFAULT_TIMEOUT),
             receiver,
             timeout: DEFAULT_TIMEOUT,
             lookup,
-        })
+            check_helo: true,
+        }
+    }
+
+    /// Whether the HELO identity is checked too (default yes; RFC 7208 2.3 recommends it).
+    /// Its result is recorded (`spf=... smtp.helo=NAME` in [`Envelope::auth`], so in
+    /// `Authentication-Results`) and never refuses; the MAIL FROM result alone decides,
+    /// and alone goes into `Received-SPF`. Both checks run at once, so a slow DNS costs
+    /// the time of one. For the null sender the HELO identity is the MAIL FROM identity
+    /// (RFC 7208 2.4): one check.
+    pub fn with_helo_check(mut self, check: bool) -> Self {
+        self.check_helo = check;
+        self
     }
 
     /// This guard with another limit on the time of one whole check (default
@@ -150,6 +203,7 @@ impl Guard for SpfGuard {
                     &self.config,
                     self.policy,
                     &self.receiver,
+                    self.check_helo,
                     info,
                     envelope,
                 )
@@ -388,6 +442,7 @@ pub(crate) fn received_spf(
 pub(crate) fn verdict(
     policy: Policy,
     o: &Outcome,
+    helo_outcome: Option<&Outcome>,
     receiver: &str,
     helo: Option<&Host>,
     sender: &ReversePath,
@@ -411,11 +466,17 @@ pub(crate) fn verdict(
                 format!("SPF check of {domain} could not be completed ({cause}), try again later");
             Verdict::Reject(SPF_TEMPERROR.text(cut(&text, MAX_REPLY_TEXT)))
         }
-        (Policy::Tag | Policy::Reject, _) => Verdict::Note(Note {
-            headers: vec![received_spf(o, receiver, helo, sender)],
-            results: vec![auth_result(o, helo, sender)],
-            quarantine: false,
-        }),
+        (Policy::Tag | Policy::Reject, _) => {
+            let mut results = vec![auth_result(o, helo, sender)];
+            if let Some(h) = helo_outcome {
+                results.push(auth_result(h, helo, &ReversePath::Null));
+            }
+            Verdict::Note(Note {
+                headers: vec![received_spf(o, receiver, helo, sender)],
+                results,
+                quarantine: false,
+            })
+        }
     }
 }
 
@@ -447,6 +508,7 @@ pub(crate) async fn check<L: Lookup>(
     config: &Config,
     policy: Policy,
     receiver: &str,
+    check_helo: bool,
     info: &SessionInfo,
     envelope: &Envelope,
 ) -> Verdict {
@@ -458,7 +520,28 @@ pub(crate) async fn check<L: Lookup>(
         return Verdict::Accept;
     };
     let helo = info.helo.as_ref();
-    let outcome = evaluate(lookup, config, ip, helo, &envelope.sender).await;
+    let helo_identity = check_helo
+        && matches!(envelope.sender, ReversePath::Mailbox(_))
+        && matches!(helo, Some(Host::Domain(_)));
+    let helo_check = async {
+        if helo_identity {
+            Some(evaluate(lookup, config, ip, helo, &ReversePath::Null).await)
+        } else {
+            None
+        }
+    };
+    let (outcome, helo_outcome) = tokio::join!(
+        evaluate(lookup, config, ip, helo, &envelope.sender),
+        helo_check
+    );
+    if let Some(h) = &helo_outcome {
+        log::debug!(
+            "spf helo result={} identity={:?} cause={:?}",
+            h.kind.as_str(),
+            h.identity.as_deref().unwrap_or(""),
+            h.cause.as_deref().unwrap_or(""),
+        );
+    }
     log::debug!(
         "spf result={} identity={:?} ip={} cause={:?}",
         outcome.kind.as_str(),
@@ -466,7 +549,14 @@ pub(crate) async fn check<L: Lookup>(
         outcome.ip,
         outcome.cause.as_deref().unwrap_or(""),
     );
-    verdict(policy, &outcome, receiver, helo, &envelope.sender)
+    verdict(
+        policy,
+        &outcome,
+        helo_outcome.as_ref(),
+        receiver,
+        helo,
+        &envelope.sender,
+    )
 }
 
 #[cfg(test)]

@@ -6,7 +6,11 @@
 //! * [`SpfGuard`] evaluates SPF with the [`viaspf`] crate over an async
 //!   [`hickory-resolver`](https://docs.rs/hickory-resolver) look-up: the identity is the whole
 //!   MAIL FROM `local@domain` (`postmaster@` the HELO name for the null sender, RFC 7208 2.4),
-//!   the IP is the peer's (never `ip:port`).
+//!   the IP is the peer's (never `ip:port`). The HELO identity is checked too, at the same
+//!   time (RFC 7208 2.3; [`SpfGuard::with_helo_check`]): its result is recorded as
+//!   `spf=... smtp.helo=NAME`, never decides.
+//! * [`SpfGuard::with_resolver`] takes a hickory `TokioResolver` the server shares with its
+//!   DKIM and DMARC checks (one cache for all); [`SpfGuard::new`] builds its own.
 //! * [`Policy`] says what to do with the result: [`Policy::Off`] (no look-ups),
 //!   [`Policy::Tag`] (the default: add a `Received-SPF` header field, RFC 7208 9.1) or
 //!   [`Policy::Reject`] (refuse `fail` with [`SPF_FAIL`], 550 5.7.23, answer `temperror` with

@@ -79,6 +79,12 @@ impl DnsLookup {
         Ok(DnsLookup { resolver })
     }
 
+    /// Asks a resolver someone else built (and shares): its options stay as they are; each
+    /// look-up is still bounded by [`LOOKUP_TIMEOUT`].
+    pub(crate) fn from_resolver(resolver: TokioResolver) -> Self {
+        DnsLookup { resolver }
+    }
+
     /// The answer records of one look-up, bounded by [`LOOKUP_TIMEOUT`].
     async fn records(&self, name: DnsName, rtype: RecordType) -> LookupResult<Vec<Record>> {
         let lookup = self.resolver.lookup(name.clone(), rtype);

@@ -203,7 +203,16 @@ async fn verdict_with(
     from: ReversePath,
 ) -> Verdict {
     let config = test_config(RECEIVER, DEFAULT_TIMEOUT);
-    check(lookup, &config, policy, RECEIVER, info, &envelope(from)).await
+    check(
+        lookup,
+        &config,
+        policy,
+        RECEIVER,
+        true,
+        info,
+        &envelope(from),
+    )
+    .await
 }
 
 async fn verdict(policy: Policy, address: &str, ip: &str) -> Verdict {
@@ -219,9 +228,13 @@ async fn verdict(policy: Policy, address: &str, ip: &str) -> Verdict {
 fn header(v: Verdict) -> String {
     match v {
         Verdict::Note(mut note) if note.headers.len() == 1 => {
-            // The same verdict, for the Authentication-Results field and DMARC.
-            assert_eq!(note.results.len(), 1, "{note:?}");
-            assert_eq!(note.results[0].method, "spf");
+            // The same verdict, for the Authentication-Results field and DMARC; then the
+            // HELO identity's, when it was checked apart.
+            assert!(matches!(note.results.len(), 1 | 2), "{note:?}");
+            assert!(note.results.iter().all(|r| r.method == "spf"));
+            if let Some(h) = note.results.get(1) {
+                assert!(h.get("smtp.helo").is_some(), "{note:?}");
+            }
             assert!(
                 h_has_result(&note.headers[0], &note.results[0].result),
                 "{note:?}"
@@ -380,6 +393,79 @@ async fn a_slow_check_does_not_hold_up_another() {
 }
 
 // ---- Policies -----------------------------------------------------------------------
+
+/// RFC 7208 2.3: the HELO identity is checked apart (its result recorded, never deciding),
+/// at the same time as MAIL FROM; not again for the null sender, whose identity it is.
+#[tokio::test]
+async fn the_helo_identity_is_checked_too() {
+    let results = |v: Verdict| match v {
+        Verdict::Note(note) => note
+            .results
+            .iter()
+            .map(|r| {
+                let (name, value) = &r.properties[0];
+                format!("{} {name}={value}", r.result)
+            })
+            .collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
+    let lookup = dns();
+    let peer = || tcp("192.0.2.1");
+    let v = verdict_with(
+        &lookup,
+        Policy::Tag,
+        &info(peer(), helo("pass.test")),
+        sender("a@fail.test"),
+    )
+    .await;
+    assert_eq!(
+        results(v),
+        ["fail smtp.mailfrom=fail.test", "pass smtp.helo=pass.test"]
+    );
+    // A failing HELO does not refuse under reject: MAIL FROM decides.
+    let v = verdict_with(
+        &lookup,
+        Policy::Reject,
+        &info(peer(), helo("fail.test")),
+        sender("a@pass.test"),
+    )
+    .await;
+    assert_eq!(
+        results(v),
+        ["pass smtp.mailfrom=pass.test", "fail smtp.helo=fail.test"]
+    );
+    let v = verdict_with(
+        &lookup,
+        Policy::Tag,
+        &info(peer(), helo("pass.test")),
+        ReversePath::Null,
+    )
+    .await;
+    assert_eq!(results(v), ["pass smtp.helo=pass.test"]);
+    // An address literal is no HELO identity.
+    let literal = Some(Host::Ipv4("192.0.2.1".parse().unwrap()));
+    let v = verdict_with(
+        &lookup,
+        Policy::Tag,
+        &info(peer(), literal),
+        sender("a@pass.test"),
+    )
+    .await;
+    assert_eq!(results(v), ["pass smtp.mailfrom=pass.test"]);
+    // Off on request.
+    let config = test_config(RECEIVER, DEFAULT_TIMEOUT);
+    let v = check(
+        &lookup,
+        &config,
+        Policy::Tag,
+        RECEIVER,
+        false,
+        &info(peer(), helo("pass.test")),
+        &envelope(sender("a@fail.test")),
+    )
+    .await;
+    assert_eq!(results(v), ["fail smtp.mailfrom=fail.test"]);
+}
 
 #[tokio::test]
 async fn tag_writes_received_spf() {

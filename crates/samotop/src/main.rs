@@ -13,7 +13,7 @@ use std::num::NonZeroU32;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use samotop_core::{BoxDispatch, Guards, Limits, Observers};
+use samotop_core::{BoxDispatch, DataChecks, Guards, Limits, Observers};
 use samotop_delivery::{
     Dialect, Endpoint, Layout, Maildir, Mapped, Null, Proxy, RecipientMap, Stdout,
 };
@@ -105,10 +105,14 @@ async fn run(cli: Cli) -> Result<(), String> {
     };
     let store = inbox_uri.as_deref().zip(inbox.as_ref());
     let dispatch = dispatch(&cli, &name, store).await?;
-    let guards = guards(&cli, &name)?;
+    let policies = Policies::parse(&cli)?;
+    let dns = shared_resolver(&cli, &policies)?;
+    let guards = guards(&cli, &name, &policies, dns.as_ref())?;
+    let checks = auth_checks(&name, &policies, dns.as_ref());
 
     let mut server = Server::new(dispatch)
         .guard(guards)
+        .checks(checks)
         .name(name)
         .limits(limits)
         .server_limits(server_limits)
@@ -454,7 +458,12 @@ async fn check(cli: &Cli, name: &str) -> Result<(), String> {
     let inner = trigger::dispatch(&cli.trigger, &cli.deliver, dry).await?;
     mapped(cli, inner)?;
     encrypt::check(&cli.encrypt)?;
-    guards(cli, name)?;
+    // SPF, DKIM, DMARC: the policies, the shared resolver (reads /etc/resolv.conf without
+    // --dns; no query is sent), the guard and the end-of-data check.
+    let policies = Policies::parse(cli)?;
+    let dns = shared_resolver(cli, &policies)?;
+    guards(cli, name, &policies, dns.as_ref())?;
+    auth_checks(name, &policies, dns.as_ref());
     eprintln!("samotop: the configuration is good");
     Ok(())
 }
@@ -485,7 +494,12 @@ async fn probed(proxy: Proxy) -> Proxy {
     proxy
 }
 
-fn guards(cli: &Cli, name: &str) -> Result<Guards, String> {
+fn guards(
+    cli: &Cli,
+    name: &str,
+    policies: &Policies,
+    dns: Option<&samotop_auth::Resolver>,
+) -> Result<Guards, String> {
     let mut guards = Guards::new();
     if let Some(n) = NonZeroU32::new(cli.max_messages_per_minute_per_ip) {
         guards.push(MessageRate::new(n));
@@ -493,13 +507,76 @@ fn guards(cli: &Cli, name: &str) -> Result<Guards, String> {
     if !cli.accept_domain.is_empty() {
         guards.push(AcceptDomains::new(&cli.accept_domain));
     }
-    let policy: samotop_spf::Policy = cli.spf.parse().map_err(|e| format!("--spf: {e}"))?;
-    if policy != samotop_spf::Policy::Off {
-        let spf = samotop_spf::SpfGuard::new(policy, cli.dns, name.to_string())
-            .map_err(|e| format!("SPF: {e}"))?;
+    if let (true, Some(dns)) = (policies.spf != samotop_spf::Policy::Off, dns) {
+        let spf = samotop_spf::SpfGuard::with_resolver(
+            policies.spf,
+            dns.hickory().clone(),
+            name.to_string(),
+        );
         guards.push(spf);
     }
     Ok(guards)
+}
+
+// ---- sender authentication: --spf, --dkim, --dmarc, --dns ------------------------------
+
+/// The sender-authentication flags, parsed.
+struct Policies {
+    spf: samotop_spf::Policy,
+    auth: samotop_auth::Policy,
+}
+
+impl Policies {
+    fn parse(cli: &Cli) -> Result<Self, String> {
+        let spf = cli.spf.parse().map_err(|e| format!("--spf: {e}"))?;
+        let dkim = cli.dkim.parse().map_err(|e| format!("--dkim: {e}"))?;
+        let dmarc = cli.dmarc.parse().map_err(|e| format!("--dmarc: {e}"))?;
+        let auth = samotop_auth::Policy {
+            dkim,
+            dmarc,
+            // ARC rides with the others: --dkim off --dmarc off checks nothing at the end
+            // of the data (and spools nothing).
+            arc: dkim != samotop_auth::DkimMode::Off || dmarc != samotop_auth::DmarcMode::Off,
+        };
+        Ok(Policies { spf, auth })
+    }
+}
+
+/// One caching resolver for SPF, DKIM and DMARC (`--dns`, or the system's), when any of
+/// them is on: 2 s per try, one retry, no hosts file.
+fn shared_resolver(
+    cli: &Cli,
+    policies: &Policies,
+) -> Result<Option<samotop_auth::Resolver>, String> {
+    if policies.spf == samotop_spf::Policy::Off && policies.auth.is_off() {
+        return Ok(None);
+    }
+    samotop_auth::Resolver::new(cli.dns)
+        .map(Some)
+        .map_err(|e| match e {
+            samotop_auth::Error::SystemConfig { source } => format!(
+                "cannot read the system DNS configuration (/etc/resolv.conf) for SPF, DKIM and \
+                 DMARC look-ups: {source}; give a DNS server (--dns IP:PORT) or turn them off \
+                 (--spf off --dkim off --dmarc off)"
+            ),
+            e => format!("DNS: {e}"),
+        })
+}
+
+/// The end-of-data checks: DKIM, DMARC and ARC into one `Authentication-Results` (with the
+/// SPF results of MAIL); none when `--dkim off --dmarc off`.
+fn auth_checks(
+    name: &str,
+    policies: &Policies,
+    dns: Option<&samotop_auth::Resolver>,
+) -> DataChecks {
+    let mut checks = DataChecks::new();
+    if let (false, Some(dns)) = (policies.auth.is_off(), dns) {
+        let config = samotop_auth::Config::with_policy(policies.auth);
+        let verifier = samotop_auth::Verifier::new(dns.clone(), config);
+        checks.push(samotop_auth::AuthCheck::new(verifier, name));
+    }
+    checks
 }
 
 /// `--deliver sqlite:PATH | postgres://...`: the inbox store, with the `--inbox-*` limits.

@@ -33,7 +33,7 @@ pub(super) struct Message {
     /// Where the failure came from.
     failure_origin: Option<Origin>,
     /// The content's SHA-256 so far (only for an observer that wants the detail).
-    hasher: Option<Sha256>,
+    hasher: Option<Box<Sha256>>,
     /// `Guard(Data)` accepted: content flows.
     pub(super) accepted: bool,
     /// The content comes in BDAT chunks.
@@ -54,7 +54,8 @@ pub(super) struct Message {
     unspooled: bool,
     /// Header fields of the end-of-data checks: first in the stored message.
     top: Vec<String>,
-    scanner: Option<HeaderScanner>,
+    /// Boxed (with the hasher): only a message in flight needs them.
+    scanner: Option<Box<HeaderScanner>>,
     bare: BareNewlines,
 }
 
@@ -182,9 +183,12 @@ impl Session {
         m.accepted = true;
         m.spooling = self.config.spool;
         if self.config.observe_detail {
-            m.hasher = Some(Sha256::new());
+            m.hasher = Some(Box::new(Sha256::new()));
         }
-        m.scanner = Some(HeaderScanner::new(&self.info.server_name, &sender));
+        m.scanner = Some(Box::new(HeaderScanner::new(
+            &self.info.server_name,
+            &sender,
+        )));
         m.chunk
             .reserve(self.config.limits.chunk_size.min(16 * 1024));
     }

@@ -164,7 +164,7 @@ impl HeaderScanner {
     /// The end of the data: whatever is held back goes out.
     pub(crate) fn finish(&mut self, out: &mut BytesMut) {
         if !self.held.is_empty() {
-            self.decide_held(out);
+            self.decide_held(out, true);
         }
         if !self.line.is_empty() {
             let line = std::mem::take(&mut self.line);
@@ -183,7 +183,7 @@ impl HeaderScanner {
             } else if !self.held.is_empty() {
                 self.held.extend_from_slice(&line);
                 if self.held.len() > MAX_HELD {
-                    self.decide_held(out);
+                    self.decide_held(out, false);
                     self.streaming_held = true;
                 }
             } else {
@@ -193,7 +193,7 @@ impl HeaderScanner {
         }
         // A new field, or the end of the section: the held field is complete.
         if !self.held.is_empty() {
-            self.decide_held(out);
+            self.decide_held(out, true);
         }
         self.streaming_held = false;
         if line == b"\r\n" || line == b"\n" {
@@ -204,7 +204,7 @@ impl HeaderScanner {
         if is_verdict_field(&line) {
             self.held = line;
             if self.held.len() > MAX_HELD {
-                self.decide_held(out);
+                self.decide_held(out, false);
                 self.streaming_held = true;
             }
         } else {
@@ -219,18 +219,18 @@ impl HeaderScanner {
         let continuation = matches!(line.first(), Some(b' ' | b'\t'));
         if continuation && !self.held.is_empty() && !self.streaming_held {
             self.held.extend_from_slice(&line);
-            self.decide_held(out);
+            self.decide_held(out, false);
             self.streaming_held = true;
             return;
         }
         if !continuation {
             if !self.held.is_empty() {
-                self.decide_held(out);
+                self.decide_held(out, true);
             }
             self.streaming_held = false;
             if is_verdict_field(&line) {
                 self.held = line;
-                self.decide_held(out);
+                self.decide_held(out, false);
                 self.streaming_held = true;
                 return;
             }
@@ -238,10 +238,11 @@ impl HeaderScanner {
         self.emit(&line, out);
     }
 
-    /// Passes the held field on, renamed if it claims our authserv-id.
-    fn decide_held(&mut self, out: &mut BytesMut) {
+    /// Passes the held field on, renamed if it claims our authserv-id. `complete`: the
+    /// field ends here (else more of it follows, unseen: an id not yet read is hidden).
+    fn decide_held(&mut self, out: &mut BytesMut, complete: bool) {
         let held = std::mem::take(&mut self.held);
-        if claims(&held, &self.authserv_id) {
+        if claims(&held, &self.authserv_id, complete) {
             self.renamed += 1;
             let mut renamed = Vec::with_capacity(held.len() + FORGED_PREFIX.len());
             renamed.extend_from_slice(FORGED_PREFIX.as_bytes());
@@ -300,75 +301,14 @@ fn could_be_verdict_field(partial: &[u8]) -> bool {
             .any(|f| f.len() >= name.len() && f.as_bytes()[..name.len()].eq_ignore_ascii_case(name))
 }
 
-/// True when a verdict field (name, colon, value, folded lines) names `ours` as its
-/// authserv-id (RFC 8601 2.2: `authserv-id = value`, after optional CFWS), or when its
-/// authserv-id cannot be read within the bytes given (a field that hides it is not trusted).
-pub(crate) fn claims(field: &[u8], ours: &str) -> bool {
+/// True when a verdict field (name, colon, value, folded lines) claims `ours` as its
+/// authserv-id, or hides it: [`crate::claims_authserv_id`], the predicate samotop-auth
+/// shares; a field cut short (`complete` false) whose id is not read yet is hidden.
+pub(crate) fn claims(field: &[u8], ours: &str, complete: bool) -> bool {
     let Some(colon) = memchr::memchr(b':', field) else {
         return false;
     };
-    let value = &field[colon + 1..];
-    let Some(start) = skip_cfws(value, 0) else {
-        // An unbalanced comment, or one cut short: the id cannot be read.
-        return true;
-    };
-    if value.get(start) == Some(&b'"') {
-        // A quoted-string.
-        let mut id = Vec::new();
-        let mut j = start + 1;
-        while j < value.len() {
-            match value[j] {
-                b'\\' if j + 1 < value.len() => {
-                    id.push(value[j + 1]);
-                    j += 2;
-                }
-                b'"' => return id.eq_ignore_ascii_case(ours.as_bytes()),
-                b'\r' | b'\n' => j += 1,
-                c => {
-                    id.push(c);
-                    j += 1;
-                }
-            }
-        }
-        return true;
-    }
-    let end = value[start..]
-        .iter()
-        .position(|&c| !is_token_char(c))
-        .map_or(value.len(), |p| start + p);
-    if end == start {
-        // No authserv-id at all: the field claims nobody.
-        return false;
-    }
-    value[start..end].eq_ignore_ascii_case(ours.as_bytes())
-}
-
-/// Skips folding white space and (nested) comments from `i`; `None` if a comment does not
-/// end within `value`.
-fn skip_cfws(value: &[u8], mut i: usize) -> Option<usize> {
-    let mut depth = 0usize;
-    while i < value.len() {
-        match value[i] {
-            b' ' | b'\t' | b'\r' | b'\n' => i += 1,
-            b'(' => {
-                depth += 1;
-                i += 1;
-            }
-            b')' if depth > 0 => {
-                depth -= 1;
-                i += 1;
-            }
-            b'\\' if depth > 0 => i += 2,
-            _ if depth > 0 => i += 1,
-            _ => return Some(i),
-        }
-    }
-    if depth > 0 { None } else { Some(i) }
-}
-
-/// RFC 2045 token characters (RFC 8601's `value`), plus `.`-separated names.
-fn is_token_char(c: u8) -> bool {
-    c > b' ' && c < 0x7f && !b"()<>@,;:\\\"/[]?=".contains(&c)
+    crate::authres::claims(&field[..colon], &field[colon + 1..], ours, complete)
 }
 
 #[cfg(test)]
@@ -392,6 +332,7 @@ mod tests {
             authentication-results : (c (nested)) MX.EXAMPLE;\r\n\tdkim=pass\r\n\
             Authentication-Results: other.example; spf=pass\r\n\
             ARC-Authentication-Results: i=1; mx.example; arc=none\r\n\
+            ARC-Authentication-Results: i=2; other.example; arc=pass\r\n\
             Subject: Authentication-Results: mx.example\r\n\
             \r\n\
             Authentication-Results: mx.example; in the body\r\n";
@@ -399,7 +340,8 @@ mod tests {
             X-Forged-Authentication-Results: mx.example; dmarc=pass\r\n\
             X-Forged-authentication-results : (c (nested)) MX.EXAMPLE;\r\n\tdkim=pass\r\n\
             Authentication-Results: other.example; spf=pass\r\n\
-            ARC-Authentication-Results: i=1; mx.example; arc=none\r\n\
+            X-Forged-ARC-Authentication-Results: i=1; mx.example; arc=none\r\n\
+            ARC-Authentication-Results: i=2; other.example; arc=pass\r\n\
             Subject: Authentication-Results: mx.example\r\n\
             \r\n\
             Authentication-Results: mx.example; in the body\r\n";
@@ -410,7 +352,7 @@ mod tests {
                 String::from_utf8_lossy(expected),
                 "split {split}"
             );
-            assert_eq!(s.renamed(), 2);
+            assert_eq!(s.renamed(), 3);
             assert!(s.header_done());
         }
     }
@@ -430,7 +372,7 @@ mod tests {
             (b"Authentication-Results:", false),
         ] {
             assert_eq!(
-                claims(field, ours),
+                claims(field, ours, true),
                 claims_ours,
                 "{}",
                 String::from_utf8_lossy(field)
@@ -486,6 +428,43 @@ mod tests {
             &mut out2,
         );
         assert_eq!(s.digest(), t.digest());
+    }
+
+    /// A forged field whose authserv-id comes only after more than [`MAX_HELD`] bytes of
+    /// folded comments, or after a line longer than [`MAX_LINE`] of white space, cannot
+    /// slip through: its id is not read yet when it must be decided, so it is renamed.
+    #[test]
+    fn an_id_pushed_past_the_held_bound_is_renamed() {
+        let mut folded = b"Authentication-Results: (c)\r\n".to_vec();
+        for _ in 0..400 {
+            folded.extend_from_slice(b" (comment)\r\n");
+        }
+        folded.extend_from_slice(b" mx.example; dmarc=pass\r\n\r\nb");
+        let mut spaces = b"Authentication-Results:".to_vec();
+        spaces.extend(std::iter::repeat_n(b' ', MAX_LINE + 100));
+        spaces.extend_from_slice(b"mx.example; dmarc=pass\r\n\r\nb");
+        let mut cut_token = b"Authentication-Results:".to_vec();
+        cut_token.extend(std::iter::repeat_n(b' ', MAX_LINE - 30));
+        cut_token.extend_from_slice(b"mx.example; dmarc=pass\r\n\r\nb");
+        for input in [folded, spaces, cut_token] {
+            for split in [1, 100, 4000, 100_000] {
+                let (out, s) = run(&input, split);
+                assert!(
+                    out.starts_with(b"X-Forged-Authentication-Results:"),
+                    "split {split}"
+                );
+                assert_eq!(s.renamed(), 1);
+            }
+        }
+        // An honest long field of another receiver is left alone.
+        let mut other = b"Authentication-Results: other.example;".to_vec();
+        for _ in 0..400 {
+            other.extend_from_slice(b"\r\n (comment)");
+        }
+        other.extend_from_slice(b"\r\n\r\nb");
+        let (out, s) = run(&other, 1000);
+        assert_eq!(out, other);
+        assert_eq!(s.renamed(), 0);
     }
 
     #[test]

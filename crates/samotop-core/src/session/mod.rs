@@ -264,11 +264,12 @@ pub struct Session {
     input: Input,
     waiting: Option<Waiting>,
     events: VecDeque<Event>,
-    envelope: Option<Envelope>,
+    /// Boxed, like the other per-transaction parts: an idle session holds only a pointer.
+    envelope: Option<Box<Envelope>>,
     /// The transaction was opened at the backend (it must be aborted or committed).
     opened: bool,
     /// The recipient being asked about.
-    recipient: Option<Recipient>,
+    recipient: Option<Box<Recipient>>,
     message: data::Message,
     transactions: usize,
     stats: Stats,
@@ -362,12 +363,12 @@ impl Session {
 
     /// The transaction in progress (set from MAIL on, also while `Guard(Mail)` is asked).
     pub fn envelope(&self) -> Option<&Envelope> {
-        self.envelope.as_ref()
+        self.envelope.as_deref()
     }
 
     /// The recipient that `Guard(Rcpt)` and `AddRecipient` ask about.
     pub fn recipient(&self) -> Option<&Recipient> {
-        self.recipient.as_ref()
+        self.recipient.as_deref()
     }
 
     /// Counters for logging.

@@ -291,7 +291,7 @@ impl Session {
         }
         self.transactions += 1;
         let id = format!("{}.{}", self.info.id, self.transactions);
-        self.envelope = Some(Envelope::new(from, params, id));
+        self.envelope = Some(Box::new(Envelope::new(from, params, id)));
         self.message = super::data::Message::default();
         self.ask(Event::Guard(Stage::Mail), Waiting::Guard(Stage::Mail));
     }
@@ -368,7 +368,7 @@ impl Session {
             // 4.5.3.1.10).
             return self.refuse(refusal);
         }
-        self.recipient = Some(Recipient::new(to, params));
+        self.recipient = Some(Box::new(Recipient::new(to, params)));
         self.ask(Event::Guard(Stage::Rcpt), Waiting::Guard(Stage::Rcpt));
     }
 
@@ -391,7 +391,7 @@ impl Session {
         let recipient = self.recipient.take();
         match (result, recipient, self.envelope.as_mut()) {
             (Ok(()), Some(recipient), Some(env)) => {
-                env.recipients.push(recipient);
+                env.recipients.push(*recipient);
                 self.stats.rcpts += 1;
                 self.reply(reply::RECIPIENT_OK);
             }
