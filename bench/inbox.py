@@ -8,12 +8,17 @@
    Debian server binaries are there; 1 KiB and 100 KiB at 32 sessions. Ratios: SQLite against
    Mailpit's published ingest rate (100-300 msgs/s, so 10x is 3000 msgs/s) and against our
    Maildir; PostgreSQL against SQLite.
-2. Reads with many stored messages: BENCH_INBOX_MESSAGES (default 100 000) go into SQLite, then
-   parallel API clients (BENCH_INBOX_CLIENTS, default 8) list a page and run full-text
-   searches; p50/p99 latency per kind.
+2. Reads with many stored messages, in SQLite and in PostgreSQL: BENCH_INBOX_MESSAGES (default
+   100 000) go in through smtp-source, the lazy parse catches up, then parallel API clients
+   (BENCH_INBOX_CLIENTS, default 8) list pages of everything (`/api/v1/messages`), pages of
+   one address's inbox (`/api/v1/inbox/rcpt@sink.test`, which holds every message) and run
+   full-text searches (words in every message, in none, field terms, a negation); p50/p99
+   latency per kind. The load average is recorded at the start and the end: the machine may
+   be shared.
 
 Knobs: BENCH_INBOX=0 skips it in bench.py; BENCH_INBOX_SECONDS (default 3) per measurement;
-BENCH_INBOX_MESSAGES; BENCH_INBOX_CLIENTS; BENCH_INBOX_REQUESTS (default 2000 per kind).
+BENCH_INBOX_MESSAGES; BENCH_INBOX_CLIENTS; BENCH_INBOX_REQUESTS (default 2000 per kind);
+BENCH_INBOX_PARTS (default ingest,reads).
 """
 
 import json
@@ -120,6 +125,10 @@ class Postgres:
                        check=True, capture_output=True, timeout=120)
         self.url = f"postgres://postgres@/postgres?host={self.sock}"
 
+    def psql(self, sql):
+        subprocess.run([f"{PG_BIN}/psql", "-h", self.sock, "-U", "postgres", "-d", "postgres", "-X", "-q",
+                        "-v", "ON_ERROR_STOP=1", "-c", sql], check=True, capture_output=True, timeout=120)
+
     def stop(self):
         subprocess.run(self.user + [f"{PG_BIN}/pg_ctl", "-D", self.dir, "-m", "fast", "stop"],
                        capture_output=True, timeout=120)
@@ -163,15 +172,52 @@ def latencies(http, paths, clients, requests):
     }
 
 
+def store_many(r, stored):
+    """Sends `stored` 1 KiB messages in, then waits (bounded) for the lazy parse."""
+    log(f"storing {stored} messages")
+    t0 = time.monotonic()
+    left = stored
+    while left > 0:
+        n = min(left, 32 * 900)
+        source(r.port, 1024, 32, n)
+        left -= n
+    stored_s = time.monotonic() - t0
+    http = f"http://127.0.0.1:{r.http_port}"
+    total = 0
+    for _ in range(2400):  # at most 20 minutes
+        w = json.loads(urllib.request.urlopen(http + "/api/v1/wait?query=" + urllib.parse.quote("subject:x") + "&timeout=0").read())
+        total = json.loads(urllib.request.urlopen(http + "/api/v1/messages?limit=1").read())["total"]
+        if total and w["cursor"] >= json.loads(urllib.request.urlopen(http + "/api/v1/info").read())["Cursor"]:
+            break
+        time.sleep(0.5)
+    log(f"stored {total} in {stored_s:.0f} s, parsed after {time.monotonic() - t0:.0f} s")
+    return total, stored / stored_s
+
+
+def reads(r, clients, requests):
+    http = f"http://127.0.0.1:{r.http_port}"
+    out = {}
+    pages = [f"/api/v1/messages?start={s}&limit=50" for s in (0, 50, 100, 500, 1000)]
+    out["list"] = latencies(http, pages, clients, requests)
+    inbox = [f"/api/v1/inbox/rcpt@sink.test?start={s}&limit=50" for s in (0, 50, 100, 500, 1000)]
+    out["inbox"] = latencies(http, inbox, clients, requests)
+    words = ["source", "rcpt", "bench", "nothing", "xyzzy", "sink"]
+    searches = [f"/api/v1/search?query={urllib.parse.quote(q)}&limit=50" for q in
+                words + ["from:bench", "to:rcpt", "-source", "subject:x"]]
+    out["search"] = latencies(http, searches, clients, requests)
+    return out
+
+
 def run(samotop=None):
     samotop = samotop or os.environ.get("SAMOTOP", "target/bench/release/samotop")
     seconds = float(os.environ.get("BENCH_INBOX_SECONDS", "3"))
     stored = int(os.environ.get("BENCH_INBOX_MESSAGES", "100000"))
     clients = int(os.environ.get("BENCH_INBOX_CLIENTS", "8"))
     requests = int(os.environ.get("BENCH_INBOX_REQUESTS", "2000"))
+    parts = os.environ.get("BENCH_INBOX_PARTS", "ingest,reads").split(",")
     base = tempfile.mkdtemp(prefix="samotop-inbox-bench-", dir=os.environ.get("BENCH_TMPDIR"))
     os.chmod(base, 0o755)
-    results = {"ingest": {}, "reads": {}}
+    results = {"ingest": {}, "reads": {}, "load_start": "%.1f/%.1f/%.1f" % os.getloadavg()}
     pg = None
     try:
         targets = {"maildir": f"maildir:{base}/Maildir", "sqlite": f"sqlite:{base}/ingest.db"}
@@ -181,48 +227,44 @@ def run(samotop=None):
                 targets["postgres"] = pg.url
             except Exception as e:  # noqa: BLE001
                 log(f"no PostgreSQL: {e}")
-        for name, deliver in targets.items():
-            r = None
-            try:
-                r = Receiver(samotop, deliver, base)
-                for size, label in ((1024, "1k-s32"), (102400, "100k-s32")):
-                    log(f"{name} {label}")
-                    results["ingest"][f"{name} {label}"] = rate(r.port, size, 32, seconds)
-            except Exception as e:  # noqa: BLE001
-                log(f"{name} failed: {e}")
-            finally:
-                if r:
+        if "ingest" in parts:
+            for name, deliver in targets.items():
+                r = None
+                try:
+                    r = Receiver(samotop, deliver, base)
+                    for size, label in ((1024, "1k-s32"), (102400, "100k-s32")):
+                        log(f"{name} {label}")
+                        results["ingest"][f"{name} {label}"] = rate(r.port, size, 32, seconds)
+                except Exception as e:  # noqa: BLE001
+                    log(f"{name} failed: {e}")
+                finally:
+                    if r:
+                        r.stop()
+        if "reads" in parts:
+            stores = {"sqlite": f"sqlite:{base}/reads.db"}
+            if pg:
+                pg.psql("CREATE DATABASE reads")
+                stores["postgres"] = pg.url.replace("/postgres?", "/reads?")
+            for name, deliver in stores.items():
+                r = Receiver(samotop, deliver, base, http=True)
+                try:
+                    total, ingest = store_many(r, stored)
+                    results["reads"][name] = dict(stored=total, ingest_rate=ingest, **reads(r, clients, requests))
+                    log(f"{name} reads: {results['reads'][name]}")
+                except Exception as e:  # noqa: BLE001
+                    log(f"{name} reads failed: {e}")
+                finally:
                     r.stop()
-        # Reads over many stored messages.
-        r = Receiver(samotop, f"sqlite:{base}/reads.db", base, http=True)
-        try:
-            log(f"storing {stored} messages for the read test")
-            left = stored
-            while left > 0:
-                n = min(left, 32 * 900)
-                source(r.port, 1024, 32, n)
-                left -= n
-            http = f"http://127.0.0.1:{r.http_port}"
-            for _ in range(600):  # the lazy parse catches up
-                w = json.loads(urllib.request.urlopen(http + "/api/v1/wait?query=" + urllib.parse.quote("subject:x") + "&timeout=0").read())
-                total = json.loads(urllib.request.urlopen(http + "/api/v1/messages?limit=1").read())["total"]
-                if w["cursor"] >= total:
-                    break
-                time.sleep(0.5)
-            results["reads"]["stored"] = total
-            pages = [f"/api/v1/messages?start={s}&limit=50" for s in (0, 50, 100, 500, 1000)]
-            results["reads"]["list"] = latencies(http, pages, clients, requests)
-            words = ["source", "rcpt", "bench", "nothing", "xyzzy", "sink"]
-            searches = [f"/api/v1/search?query={urllib.parse.quote(q)}&limit=50" for q in
-                        words + ["from:bench", "to:rcpt", "-source", "subject:x"]]
-            results["reads"]["search"] = latencies(http, searches, clients, requests)
-        finally:
-            r.stop()
     finally:
         if pg:
             pg.stop()
         shutil.rmtree(base, ignore_errors=True)
+    results["load_end"] = "%.1f/%.1f/%.1f" % os.getloadavg()
     return results
+
+
+def clients_note():
+    return f"{os.environ.get('BENCH_INBOX_CLIENTS', '8')} parallel clients"
 
 
 def report(results):
@@ -237,13 +279,13 @@ def report(results):
         s, p = ing.get(f"sqlite {case}"), ing.get(f"postgres {case}")
         if s and p:
             lines.append(f"\nPostgreSQL / SQLite {case}: {p / s:.2f}x")
-    reads = results["reads"]
-    if "list" in reads:
-        lines += ["", f"Reads with {reads['stored']} stored messages:", "",
+    for name, r in results["reads"].items():
+        lines += ["", f"Reads from {name} with {r['stored']} stored messages ({clients_note()}):", "",
                   "| request | p50 ms | p99 ms | requests/s |", "| --- | ---: | ---: | ---: |"]
-        for kind in ("list", "search"):
-            r = reads[kind]
-            lines.append(f"| {kind} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['rps']:.0f} |")
+        for kind in ("list", "inbox", "search"):
+            k = r[kind]
+            lines.append(f"| {kind} | {k['p50_ms']:.1f} | {k['p99_ms']:.1f} | {k['rps']:.0f} |")
+    lines.append(f"\nLoad average (1/5/15 min) at the start: {results['load_start']}, at the end: {results['load_end']}")
     return "\n".join(lines)
 
 

@@ -76,13 +76,13 @@ def test_smtplib_swaks_curl_into_the_store_and_the_mailpit_api(samotop, tmp_path
     attachment = tmp_path / "report.csv"
     attachment.write_bytes(b"a,b\r\n1,2\r\n")
     swaks = shutil.which("swaks")
-    if swaks:
-        run = subprocess.run(
-            [swaks, "--server", f"127.0.0.1:{s.port}", "--from", "carol@example.net", "--to", "dave@example.org",
-             "--header", "Subject: swaks with a file", "--attach", f"@{attachment}", "--attach-type", "text/csv"],
-            capture_output=True, timeout=60,
-        )
-        assert run.returncode == 0, run.stdout.decode(errors="replace")[-500:]
+    assert swaks, "swaks is missing: run scripts/setup"
+    run = subprocess.run(
+        [swaks, "--server", f"127.0.0.1:{s.port}", "--from", "carol@example.net", "--to", "dave@example.org",
+         "--header", "Subject: swaks with a file", "--attach", f"@{attachment}", "--attach-type", "text/csv"],
+        capture_output=True, timeout=60,
+    )
+    assert run.returncode == 0, run.stdout.decode(errors="replace")[-500:]
     msg = b"From: x@example.com\r\nTo: z@example.org\r\nSubject: curl says hi\r\n\r\ncurl body\r\n"
     run = subprocess.run(
         ["curl", "-sS", f"smtp://127.0.0.1:{s.port}", "--mail-from", "x@example.com", "--mail-rcpt", "z@example.org", "-T", "-"],
@@ -93,7 +93,7 @@ def test_smtplib_swaks_curl_into_the_store_and_the_mailpit_api(samotop, tmp_path
     got = wait_query(s, "subject:curl")
     assert got["messages"] and got["messages"][0]["Subject"] == "curl says hi"
     page = api(s, "/api/v1/messages")
-    assert page["total"] == (3 if swaks else 2)
+    assert page["total"] == 3
     assert [m["Subject"] for m in page["messages"]][-1] == "hello from smtplib"
     first = page["messages"][-1]
     assert first["From"] == {"Name": "Alice", "Address": "alice@example.com"}
@@ -135,13 +135,12 @@ def test_smtplib_swaks_curl_into_the_store_and_the_mailpit_api(samotop, tmp_path
     api(s, "/api/v1/messages", method="PUT", body={"Read": True})
     assert api(s, "/api/v1/messages")["unread"] == 0
 
-    if swaks:
-        sw = api(s, "/api/v1/search?query=has:attachment")["messages"][0]
-        full = api(s, f"/api/v1/message/{sw['ID']}")
-        att = [a for a in full["Attachments"] if a["FileName"] == "report.csv"][0]
-        status, hdrs, data = api(s, f"/api/v1/message/{sw['ID']}/part/{att['PartID']}", raw=True)
-        assert data == b"a,b\r\n1,2\r\n"
-        assert "attachment" in hdrs["content-disposition"]
+    sw = api(s, "/api/v1/search?query=has:attachment")["messages"][0]
+    full = api(s, f"/api/v1/message/{sw['ID']}")
+    att = [a for a in full["Attachments"] if a["FileName"] == "report.csv"][0]
+    status, hdrs, data = api(s, f"/api/v1/message/{sw['ID']}/part/{att['PartID']}", raw=True)
+    assert data == b"a,b\r\n1,2\r\n"
+    assert "attachment" in hdrs["content-disposition"]
 
     # The sandboxed HTML endpoint's policy.
     status, hdrs, _ = api(s, f"/api/v1/message/{mid}/html", raw=True)
@@ -306,9 +305,9 @@ def tmpfs(tmp_path):
     try:
         run = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as e:
-        pytest.skip(f"cannot mount a tmpfs: {e}")
+        pytest.fail(f"cannot mount a tmpfs (the disk-full test runs as root): {e}")
     if run.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {run.stderr.decode(errors='replace').strip()}")
+        pytest.fail(f"cannot mount a tmpfs (the disk-full test runs as root): {run.stderr.decode(errors='replace').strip()}")
     yield mnt
     if subprocess.run(["umount", str(mnt)], capture_output=True, timeout=30).returncode != 0:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=30)
@@ -353,8 +352,7 @@ def test_disk_full_is_4xx_and_serving_resumes(samotop, tmpfs):
 
 
 def test_a_read_only_database_is_451_and_the_face_still_reads(samotop, tmp_path):
-    if shutil.which("setpriv") is None:
-        pytest.skip("setpriv (util-linux) is missing")
+    assert shutil.which("setpriv"), "setpriv (util-linux) is missing: run scripts/setup"
     d = tmp_path / "ro"
     d.mkdir()
     db = d / "ro.db"

@@ -1,7 +1,8 @@
 """The web inbox in a real browser and the `mailpit-api` npm client, against the real binary.
 
-One samotop (SQLite + `--http`) for the module. The browser part is headless Chromium (Debian's
-`chromium`) driven by `playwright-core` (tests/browser/inbox.mjs): a mail appears live in
+One samotop (SQLite + `--http`) for the module. Node.js, the npm packages and Chromium are
+required (scripts/setup installs them): when they are missing the tests fail, never skip.
+The browser part is headless Chromium (Debian's `chromium`) driven by `playwright-core` (tests/browser/inbox.mjs): a mail appears live in
 `/inbox/{address}`, opens, shows its text and HTML, its attachment downloads, search and delete
 work, and a hostile HTML mail (script, `onerror=`, remote image, stylesheet, meta refresh,
 frame) runs no script and fetches nothing from a loopback server that counts requests, until
@@ -33,7 +34,7 @@ def node_ready():
 @pytest.fixture(scope="module")
 def inbox_server(tmp_path_factory):
     if not node_ready():
-        pytest.skip("node or tests/browser/node_modules missing (scripts/setup installs them)")
+        pytest.fail("node or tests/browser/node_modules (playwright-core, mailpit-api) missing: run scripts/setup")
     tmp = tmp_path_factory.mktemp("inbox-browser")
     http_port = free_port()
     s = Server(["--spf", "off", "--deliver", f"sqlite:{tmp / 'browser.db'}", "--http", f"127.0.0.1:{http_port}"], tmp)
@@ -69,7 +70,7 @@ def counter():
 
 def test_the_web_inbox_in_chromium(inbox_server, counter):
     if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is missing (Debian's chromium)")
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/setup (it installs Debian's chromium)")
     url, hits = counter
     docs = ROOT / "docs"
     proc = subprocess.Popen(

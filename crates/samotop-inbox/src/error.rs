@@ -70,9 +70,10 @@ impl From<rusqlite::Error> for Error {
 impl From<tokio_postgres::Error> for Error {
     fn from(e: tokio_postgres::Error) -> Self {
         use tokio_postgres::error::SqlState;
-        let text = match e.as_db_error() {
-            Some(db) => format!("{}: {}", db.code().code(), db.message()),
-            None => e.to_string(),
+        let text = match (e.as_db_error(), std::error::Error::source(&e)) {
+            (Some(db), _) => format!("{}: {}", db.code().code(), db.message()),
+            (None, Some(cause)) => format!("{e}: {cause}"),
+            (None, None) => e.to_string(),
         };
         match e.code() {
             Some(c) if *c == SqlState::DISK_FULL || *c == SqlState::INSUFFICIENT_RESOURCES => {

@@ -54,27 +54,46 @@
 //! })?;
 //! # Ok(()) }
 //! ```
+//!
+//! # Features
+//!
+//! * `store` (default): the stores, the dispatch and the web face. Without it
+//!   (`default-features = false`) the crate is [`Query`] and the bounded parse for display
+//!   ([`Fields::parse`], [`View::parse`], [`Part::find`]) only, with no database, zstd or
+//!   HTTP dependency: what the fuzz targets build.
 #![deny(missing_docs)]
 
+#[cfg(feature = "store")]
 mod dispatch;
+#[cfg(feature = "store")]
 mod error;
+#[cfg(feature = "store")]
 mod http;
 mod model;
 mod parse;
+#[cfg(feature = "store")]
 mod postgres;
 mod query;
+#[cfg(feature = "store")]
 mod sql;
+#[cfg(feature = "store")]
 mod sqlite;
+#[cfg(feature = "store")]
 mod staging;
+#[cfg(feature = "store")]
 mod store;
 
+#[cfg(feature = "store")]
 pub use dispatch::InboxTransaction;
+#[cfg(feature = "store")]
 pub use error::Error;
+#[cfg(feature = "store")]
 pub use http::{HttpConfig, HttpFace};
 pub use model::{
-    Address, Attachment, AuthVerdict, EnvelopeInfo, Filter, MAX_PAGE, Page, Stats, Summary, Waited,
-    mailbox_key, rfc3339_ms,
+    Address, Attachment, AuthVerdict, EnvelopeInfo, Filter, MAX_COUNT, MAX_PAGE, Page, Stats,
+    Summary, Waited, mailbox_key, rfc3339_ms,
 };
 pub use parse::{DEFAULT_PARSE_LIMIT, Fields, Part, View};
 pub use query::{Field, MAX_QUERY_LEN, MAX_TERMS, Query, QueryError, Term, TermKind};
+#[cfg(feature = "store")]
 pub use store::{Event, Inbox, MAX_WAIT, Options, Pruned, Retention};

@@ -157,6 +157,11 @@ pub struct Page {
     pub messages_count: u64,
     /// Unread messages that match the search.
     pub messages_unread: u64,
+    /// True when a search matched more than [`MAX_COUNT`] messages: `messages_count` then
+    /// stops at [`MAX_COUNT`] and `messages_unread` counts the unread among those. Lists
+    /// without a search are always counted exactly.
+    #[serde(default)]
+    pub messages_count_capped: bool,
     /// The offset of this page.
     pub start: u64,
     /// Mailpit's tags: always empty.
@@ -205,6 +210,12 @@ pub struct Filter {
 
 /// The biggest page a list returns.
 pub const MAX_PAGE: u64 = 1000;
+
+/// The most matches a search counts ([`Page::messages_count`]): counting every message
+/// that contains a common word costs as much as reading them all, so a page of a search
+/// over a big store stays fast by stopping there
+/// ([`Page::messages_count_capped`]).
+pub const MAX_COUNT: u64 = 1_000;
 
 /// Unix milliseconds as RFC 3339 UTC, `2024-01-02T03:04:05.678Z`.
 pub fn rfc3339_ms(ms: i64) -> String {

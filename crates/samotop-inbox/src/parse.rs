@@ -50,6 +50,23 @@ pub struct Fields {
 }
 
 impl Fields {
+    /// Parses a raw message (as received, our trace fields first) for the list and the
+    /// index: whole when it is at most `limit` bytes, else its header section only (at most
+    /// 256 KiB of it). Never fails: a message that does not parse gives
+    /// [`parsed`](Fields::parsed) false. Text kept for the index is bounded (64 KiB of
+    /// header text, 256 KiB of body text), and so are the address lists and attachments
+    /// (1000 each).
+    ///
+    /// ```
+    /// use samotop_inbox::{DEFAULT_PARSE_LIMIT, Fields};
+    /// let f = Fields::parse(b"Subject: hi\r\nFrom: Al <al@x.org>\r\n\r\nHello\r\n", DEFAULT_PARSE_LIMIT);
+    /// assert!(f.parsed);
+    /// assert_eq!((f.subject.as_str(), f.from.address.as_str(), f.snippet.as_str()), ("hi", "al@x.org", "Hello"));
+    /// ```
+    pub fn parse(raw: &[u8], limit: usize) -> Fields {
+        fields(raw, limit)
+    }
+
     /// Addresses as the index sees them: `Name address, Name address`.
     pub fn addresses(list: &[Address]) -> String {
         let mut out = String::new();
@@ -253,6 +270,22 @@ pub struct View {
     pub list_unsubscribe: String,
     /// `List-Unsubscribe-Post:`.
     pub list_unsubscribe_post: String,
+}
+
+impl View {
+    /// Parses a raw message for its page; a message over `limit` bytes is not parsed
+    /// beyond [`Fields::parse`] ([`parsed`](View::parsed) false: it is shown raw).
+    pub fn parse(raw: &[u8], limit: usize) -> View {
+        view(raw, limit)
+    }
+}
+
+impl Part {
+    /// Part `part_id` (an [`Attachment::part_id`]) of a raw message of at most `limit`
+    /// bytes, decoded; `None` when there is no such leaf part or the message is bigger.
+    pub fn find(raw: &[u8], part_id: &str, limit: usize) -> Option<Part> {
+        part(raw, part_id, limit)
+    }
 }
 
 /// Parses `raw` for its view; a message over `limit` bytes is shown raw only.

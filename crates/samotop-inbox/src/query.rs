@@ -183,8 +183,8 @@ impl fmt::Display for Query {
                 TermKind::HasInline => f.write_str("has:inline")?,
                 TermKind::Read(true) => f.write_str("is:read")?,
                 TermKind::Read(false) => f.write_str("is:unread")?,
-                TermKind::Before(ms) => write!(f, "before:{}", ms.div_euclid(1000))?,
-                TermKind::After(ms) => write!(f, "after:{}", ms.div_euclid(1000))?,
+                TermKind::Before(ms) => write_date(f, "before:", *ms)?,
+                TermKind::After(ms) => write_date(f, "after:", *ms)?,
                 TermKind::Larger(n) => write!(f, "larger:{n}")?,
                 TermKind::Smaller(n) => write!(f, "smaller:{n}")?,
             }
@@ -199,6 +199,21 @@ fn write_value(f: &mut fmt::Formatter<'_>, prefix: &str, value: &str) -> fmt::Re
     // Quotes cannot be carried inside a quoted word: they are dropped by the parser too.
     f.write_str(&value.replace('"', ""))?;
     f.write_str("\"")
+}
+
+/// A date the parser reads back: `YYYY-MM-DDTHH:MM:SSZ` for the years it takes (0000 to
+/// 9999; before 1970 Unix seconds would be negative, and fewer than 9 digits are not read as
+/// seconds), Unix seconds beyond.
+fn write_date(f: &mut fmt::Formatter<'_>, prefix: &str, ms: i64) -> fmt::Result {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    if (0..=9999).contains(&y) {
+        let (h, min, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+        write!(f, "{prefix}{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}Z")
+    } else {
+        write!(f, "{prefix}{secs}")
+    }
 }
 
 /// Mailpit's `ArgsParser`: white space outside quotes separates, quotes are removed.
@@ -362,8 +377,24 @@ pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// The proleptic Gregorian date of a day count since 1970-01-01 (the inverse of
+/// [`days_from_civil`]).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
 /// The words of a text value as the full-text index sees them: runs of letters and digits,
 /// lower case. A value with none matches nothing in the index; the stores then skip it.
+#[cfg_attr(not(feature = "store"), allow(dead_code))]
 pub(crate) fn words(value: &str) -> Vec<String> {
     value
         .split(|c: char| !c.is_alphanumeric())
@@ -506,6 +537,34 @@ mod tests {
         assert_eq!(days_from_civil(1970, 1, 1), 0);
         assert_eq!(days_from_civil(2000, 3, 1), 11_017);
         assert_eq!(days_from_civil(1969, 12, 31), -1);
+        for days in [-719_528, -365, -1, 0, 1, 11_017, 19_724, 2_932_896] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days, "{y}-{m}-{d}");
+        }
+    }
+
+    /// The fuzz target's crash: a date before 1970 was shown as negative Unix seconds, which
+    /// do not parse, so the term was lost.
+    #[test]
+    fn fuzz_roundtrip_before_1970() {
+        let input = "rcpt:@example.org larger:10k before:1012-01-02T03:04:05Z !spam";
+        let q = Query::parse(input).expect("parses");
+        assert_eq!(q.terms.len(), 4);
+        let shown = q.to_string();
+        assert_eq!(Query::parse(&shown).expect("display parses"), q, "{shown}");
+        for input in [
+            "after:0000-01-01T00:00",
+            "before:1969-12-31T23:59:59Z",
+            "before:1970-01-02",
+            "after:9999-12-31T23:59:60",
+            "before:999999999999",
+            "after:2024-02-29T12:00",
+        ] {
+            let q = Query::parse(input).expect(input);
+            assert_eq!(q.terms.len(), 1, "{input}");
+            let shown = q.to_string();
+            assert_eq!(Query::parse(&shown).expect(input), q, "{input} -> {shown}");
+        }
     }
 
     #[test]

@@ -8,9 +8,6 @@ use crate::query::{Field, Query, TermKind, words};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Dialect {
     Sqlite,
-    /// For the PostgreSQL store, whose queries are compiled and tested here; the store
-    /// itself is not written yet (see `postgres.rs`).
-    #[allow(dead_code)]
     Postgres,
 }
 
@@ -147,41 +144,232 @@ fn fts_columns(field: Field) -> &'static str {
     }
 }
 
-/// The PostgreSQL column (text) a field searches.
-fn pg_column(field: Field) -> &'static str {
-    match field {
-        Field::From => "m.from_json",
-        Field::To => "m.to_json",
-        Field::Cc => "m.cc_json",
-        Field::Bcc => "m.bcc_json",
-        Field::ReplyTo => "m.reply_to_json",
-        Field::Subject => "m.subject",
-        Field::MessageId => "m.message_id",
-        Field::Addressed => "(m.to_json || m.cc_json || m.bcc_json)",
-    }
-}
-
 /// An FTS5 phrase whose last word is a prefix: `"bob example com"*`. Words are letters and
 /// digits only, so nothing in them can be FTS5 syntax.
 fn fts_phrase(words: &[String]) -> String {
     format!("\"{}\"*", words.join(" "))
 }
 
-/// A PostgreSQL `tsquery` of words in order, the last a prefix: `bob <-> example <-> com:*`.
-fn pg_tsquery(words: &[String]) -> String {
-    let mut q = words.join(" <-> ");
+/// A PostgreSQL `tsquery` phrase of words in order, the last a prefix, each word with the
+/// lexeme prefix of its field (see [`pg_tsvector`]): `'to:bob' <-> 'to:example' <-> 'to:com':*`.
+fn pg_phrase(prefix: &str, words: &[String]) -> String {
+    let mut q = String::new();
+    for (i, w) in words.iter().enumerate() {
+        if i > 0 {
+            q.push_str(" <-> ");
+        }
+        push_lexeme(&mut q, prefix, w);
+    }
     q.push_str(":*");
     q
 }
 
-/// Appends ` AND ...` for the mailbox and each term of the query.
-pub(crate) fn filter(sql: &mut Sql, mailbox: Option<&str>, query: &Query) {
-    if let Some(mailbox) = mailbox {
-        sql.push(" AND EXISTS (SELECT 1 FROM recipient r WHERE r.message = m.id AND r.mailbox = ")
+/// The `tsquery` of a text term (`None`: any field) or of a field's term.
+fn pg_tsquery(field: Option<Field>, words: &[String]) -> String {
+    match field {
+        None => pg_phrase("", words),
+        Some(Field::Addressed) => [Field::To, Field::Cc, Field::Bcc]
+            .iter()
+            .map(|f| format!("({})", pg_phrase(&lexeme_prefix(*f), words)))
+            .collect::<Vec<_>>()
+            .join(" | "),
+        Some(f) => pg_phrase(&lexeme_prefix(f), words),
+    }
+}
+
+/// The prefix of a field's lexemes in the PostgreSQL `tsvector`: `subject:`, `from:`...
+/// Words are letters and digits only, so a prefixed lexeme never equals a plain one.
+fn lexeme_prefix(field: Field) -> String {
+    format!("{}:", field.keyword())
+}
+
+/// A quoted lexeme for `tsvector`/`tsquery` input: `'prefixword'` (quotes and backslashes
+/// escaped, though words never contain them).
+fn push_lexeme(out: &mut String, prefix: &str, word: &str) {
+    out.push('\'');
+    for c in prefix.chars().chain(word.chars()) {
+        match c {
+            '\'' => out.push_str("''"),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+}
+
+/// The highest position a `tsvector` keeps (PostgreSQL's `MAXENTRYPOS - 1`).
+const TS_MAX_POS: u32 = 16_383;
+/// Positions kept per lexeme (PostgreSQL keeps at most 256).
+const TS_MAX_POSITIONS: usize = 255;
+/// The longest lexeme PostgreSQL takes is 2047 bytes.
+const TS_MAX_LEXEME: usize = 2046;
+/// The data of a `tsvector` must stay under 1 MiB; we stop well before.
+const TS_MAX_BYTES: usize = 768 * 1024;
+
+/// The PostgreSQL `tsvector` of a parsed message, as `tsvector` input text. Built here
+/// rather than by `to_tsvector`, so that words are what the query side and SQLite's FTS5
+/// (`unicode61`) see: runs of letters and digits, lower case (PostgreSQL's own parser
+/// would keep `bob@example.com` as one token). Each field's words come twice: plain, for
+/// words anywhere, and with the field's prefix (`subject:report`) for `subject:` and the
+/// like; then the header section's text and the body's. Positions run on, with a gap
+/// between sections so that a phrase never spans two of them. Bounded: lexemes of at most
+/// 2046 bytes, 255 positions each, positions up to 16383, and under 768 KiB in all.
+pub(crate) fn pg_tsvector(f: &crate::parse::Fields) -> String {
+    use crate::parse::Fields;
+    let mut ts = TsVector::default();
+    let fields: [(Field, String); 7] = [
+        (Field::Subject, f.subject.clone()),
+        (
+            Field::From,
+            Fields::addresses(std::slice::from_ref(&f.from)),
+        ),
+        (Field::To, Fields::addresses(&f.to)),
+        (Field::Cc, Fields::addresses(&f.cc)),
+        (Field::Bcc, Fields::addresses(&f.bcc)),
+        (Field::ReplyTo, Fields::addresses(&f.reply_to)),
+        (Field::MessageId, f.message_id.clone()),
+    ];
+    for (field, text) in &fields {
+        ts.section(&lexeme_prefix(*field), text);
+    }
+    for (_, text) in &fields {
+        ts.section("", text);
+    }
+    ts.section("", &f.header_text);
+    ts.section("", &f.body_text);
+    ts.finish()
+}
+
+#[derive(Default)]
+struct TsVector {
+    lexemes: std::collections::BTreeMap<String, Vec<u32>>,
+    position: u32,
+    bytes: usize,
+}
+
+impl TsVector {
+    fn section(&mut self, prefix: &str, text: &str) {
+        let start = self.position;
+        for word in text.split(|c: char| !c.is_alphanumeric()) {
+            if word.is_empty() {
+                continue;
+            }
+            let lexeme = format!("{prefix}{}", word.to_lowercase());
+            if lexeme.len() > TS_MAX_LEXEME {
+                continue;
+            }
+            self.position = (self.position + 1).min(TS_MAX_POS);
+            let position = self.position;
+            let cost = match self.lexemes.get(&lexeme) {
+                Some(_) => 2,
+                None => lexeme.len() + 8,
+            };
+            if self.bytes + cost > TS_MAX_BYTES {
+                return;
+            }
+            let positions = self.lexemes.entry(lexeme).or_default();
+            if positions.len() < TS_MAX_POSITIONS && positions.last() != Some(&position) {
+                positions.push(position);
+                self.bytes += cost;
+            }
+        }
+        if self.position != start {
+            self.position = (self.position + 1).min(TS_MAX_POS);
+        }
+    }
+
+    fn finish(self) -> String {
+        let mut out = String::with_capacity(self.bytes * 2);
+        for (lexeme, positions) in &self.lexemes {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            push_lexeme(&mut out, "", lexeme);
+            for (i, p) in positions.iter().enumerate() {
+                out.push(if i == 0 { ':' } else { ',' });
+                out.push_str(&p.to_string());
+            }
+        }
+        out
+    }
+}
+
+/// True when a query has a full-text term that is not negated (and has words).
+fn has_match(query: &Query) -> bool {
+    query.terms.iter().any(|t| {
+        !t.negated
+            && matches!(&t.kind, TermKind::Text(v) | TermKind::Field(_, v) if !words(v).is_empty())
+    })
+}
+
+/// `SELECT {columns} FROM ... WHERE 1=1 AND ...`: the messages of `mailbox` (every message
+/// when `None`) that match `query`, and the column holding the message id in the table that
+/// drives the scan: order by it (`ORDER BY {id} DESC LIMIT n`) and a page is read in index
+/// order and stops after n rows, instead of finding every match and sorting them.
+///
+/// * SQLite with a full-text term: the FTS5 table drives (`fts.rowid`, walked in rowid order
+///   by FTS5 itself); the mailbox is then an `EXISTS` on its primary key.
+/// * With a mailbox: the recipient table's primary key `(mailbox, message)` drives
+///   (`r.message`), so a small inbox in a big store is read from its own rows.
+/// * Else the message table (`m.id`).
+///
+/// More terms can be appended with ` AND ...`; the summary columns are `m.` columns.
+pub(crate) fn select(
+    dialect: Dialect,
+    columns: &str,
+    mailbox: Option<&str>,
+    query: &Query,
+) -> (Sql, &'static str) {
+    let fts = dialect == Dialect::Sqlite && has_match(query);
+    let mut sql = Sql::new(dialect, &format!("SELECT {columns} FROM "));
+    let id = if fts {
+        sql.push("fts JOIN message m ON m.id = fts.rowid WHERE 1=1");
+        "fts.rowid"
+    } else if let Some(mailbox) = mailbox {
+        sql.push("recipient r JOIN message m ON m.id = r.message WHERE r.mailbox = ")
+            .param(Value::Text(crate::model::mailbox_key(mailbox)));
+        "r.message"
+    } else {
+        sql.push("message m WHERE 1=1");
+        "m.id"
+    };
+    if fts {
+        if let Some(mailbox) = mailbox {
+            sql.push(
+                " AND EXISTS (SELECT 1 FROM recipient r WHERE r.message = m.id AND r.mailbox = ",
+            )
             .param(Value::Text(crate::model::mailbox_key(mailbox)))
             .push(")");
+        }
     }
-    // SQLite: the positive full-text terms go into one MATCH.
+    terms(&mut sql, query, fts);
+    (sql, id)
+}
+
+/// `SELECT count(*), sum(seen = 0) FROM (SELECT m.seen ... LIMIT cap)`: how many messages
+/// of `mailbox` match, and how many of those are unread, reading at most `cap` matches (one
+/// pass for both).
+pub(crate) fn capped_count(
+    dialect: Dialect,
+    mailbox: Option<&str>,
+    query: &Query,
+    cap: u64,
+) -> Sql {
+    let (mut sql, _) = select(dialect, "m.seen AS seen", mailbox, query);
+    sql.push(" LIMIT ")
+        .param(Value::Int(cap.min(i64::MAX as u64) as i64));
+    let unread = match dialect {
+        Dialect::Sqlite => "coalesce(sum(c.seen = 0), 0)",
+        Dialect::Postgres => "count(*) FILTER (WHERE c.seen = 0)",
+    };
+    sql.text = format!("SELECT count(*), {unread} FROM ({}) c", sql.text);
+    sql
+}
+
+/// Appends ` AND ...` for each term of the query; `fts_driven`: the FTS5 table is in the
+/// `FROM` (see [`select`]) and the positive full-text terms become its `MATCH`.
+fn terms(sql: &mut Sql, query: &Query, fts_driven: bool) {
+    // The positive full-text terms go into one MATCH (SQLite) or one tsquery (PostgreSQL).
     let mut matches: Vec<String> = Vec::new();
     for term in &query.terms {
         let not = if term.negated { "NOT " } else { "" };
@@ -209,18 +397,16 @@ pub(crate) fn filter(sql: &mut Sql, mailbox: Option<&str>, query: &Query) {
                             matches.push(expr);
                         }
                     }
-                    Dialect::Postgres => match field {
-                        None => {
-                            sql.push(&format!(" AND {not}(m.tsv @@ to_tsquery('simple', "))
-                                .param(Value::Text(pg_tsquery(&w)))
-                                .push("))");
+                    Dialect::Postgres => {
+                        let q = pg_tsquery(field, &w);
+                        if term.negated {
+                            sql.push(" AND NOT coalesce(m.tsv @@ CAST(")
+                                .param(Value::Text(q))
+                                .push("::text AS tsquery), false)");
+                        } else {
+                            matches.push(format!("({q})"));
                         }
-                        Some(f) => {
-                            sql.push(&format!(" AND {not}(strpos(lower({}), ", pg_column(f)))
-                                .param(Value::Text(value.to_lowercase()))
-                                .push(") > 0)");
-                        }
-                    },
+                    }
                 }
             }
             TermKind::Rcpt(value) => {
@@ -274,9 +460,22 @@ pub(crate) fn filter(sql: &mut Sql, mailbox: Option<&str>, query: &Query) {
         }
     }
     if !matches.is_empty() {
-        sql.push(" AND m.id IN (SELECT rowid FROM fts WHERE fts MATCH ")
-            .param(Value::Text(matches.join(" AND ")))
-            .push(")");
+        match sql.dialect {
+            Dialect::Sqlite if fts_driven => {
+                sql.push(" AND fts MATCH ")
+                    .param(Value::Text(matches.join(" AND ")));
+            }
+            Dialect::Sqlite => {
+                sql.push(" AND m.id IN (SELECT rowid FROM fts WHERE fts MATCH ")
+                    .param(Value::Text(matches.join(" AND ")))
+                    .push(")");
+            }
+            Dialect::Postgres => {
+                sql.push(" AND m.tsv @@ CAST(")
+                    .param(Value::Text(matches.join(" & ")))
+                    .push("::text AS tsquery)");
+            }
+        }
     }
 }
 
@@ -297,9 +496,44 @@ mod tests {
     use super::*;
 
     fn compiled(dialect: Dialect, q: &str, mailbox: Option<&str>) -> (String, Vec<Value>) {
-        let mut sql = Sql::new(dialect, "WHERE 1=1");
-        filter(&mut sql, mailbox, &Query::parse(q).expect("query"));
+        let (sql, _) = select(dialect, "m.id", mailbox, &Query::parse(q).expect("query"));
         (sql.text, sql.params)
+    }
+
+    #[test]
+    fn the_driving_table() {
+        let q = |s: &str| Query::parse(s).expect("query");
+        let (sql, id) = select(Dialect::Sqlite, "m.id", Some("A@x"), &q("hello -spam"));
+        assert_eq!(id, "fts.rowid");
+        assert!(
+            sql.text.starts_with(
+                "SELECT m.id FROM fts JOIN message m ON m.id = fts.rowid WHERE 1=1 AND EXISTS"
+            ),
+            "{}",
+            sql.text
+        );
+        assert!(sql.text.ends_with(" AND fts MATCH ?3"), "{}", sql.text);
+        let (sql, id) = select(Dialect::Sqlite, "m.id", Some("A@x"), &q("-spam is:unread"));
+        assert_eq!(id, "r.message");
+        assert!(sql.text.starts_with("SELECT m.id FROM recipient r JOIN message m ON m.id = r.message WHERE r.mailbox = ?1"), "{}", sql.text);
+        assert_eq!(sql.params[0], Value::Text("a@x".into()));
+        let (_, id) = select(Dialect::Postgres, "m.id", Some("a@x"), &q("hello"));
+        assert_eq!(id, "r.message");
+        let (sql, id) = select(Dialect::Postgres, "m.id", None, &q("hello"));
+        assert_eq!(id, "m.id");
+        assert!(
+            sql.text
+                .starts_with("SELECT m.id FROM message m WHERE 1=1 AND m.tsv @@"),
+            "{}",
+            sql.text
+        );
+        let count = capped_count(Dialect::Sqlite, None, &q("hello"), 100);
+        assert_eq!(
+            count.text,
+            "SELECT count(*), coalesce(sum(c.seen = 0), 0) FROM (SELECT m.seen AS seen FROM fts \
+             JOIN message m ON m.id = fts.rowid WHERE 1=1 AND fts MATCH ?1 LIMIT ?2) c"
+        );
+        assert_eq!(count.params[1], Value::Int(100));
     }
 
     #[test]
@@ -314,7 +548,7 @@ mod tests {
         assert!(text.contains("(m.seen = 0)"));
         assert!(text.contains("m.size > ?3"));
         assert!(text.contains("r.mailbox LIKE ?4 ESCAPE"));
-        assert!(text.ends_with("m.id IN (SELECT rowid FROM fts WHERE fts MATCH ?5)"));
+        assert!(text.ends_with(" AND fts MATCH ?5"), "{text}");
         assert_eq!(params[0], Value::Text("x@y".into()));
         assert_eq!(params[1], Value::Text("\"spam\"*".into()));
         assert_eq!(params[3], Value::Text("%@example.org".into()));
@@ -326,11 +560,70 @@ mod tests {
 
     #[test]
     fn postgres_terms() {
-        let (text, params) = compiled(Dialect::Postgres, "subject:Hi -report 100%_", None);
-        assert!(text.contains("strpos(lower(m.subject), $1) > 0"), "{text}");
-        assert!(text.contains("NOT (m.tsv @@ to_tsquery('simple', $2))"));
-        assert_eq!(params[1], Value::Text("report:*".into()));
-        assert_eq!(params[2], Value::Text("100:*".into()));
+        let (text, params) = compiled(
+            Dialect::Postgres,
+            "subject:Hi -report 100%_ addressed:bob@x.org",
+            None,
+        );
+        assert!(
+            text.contains("AND NOT coalesce(m.tsv @@ CAST($1::text AS tsquery), false)"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(" AND m.tsv @@ CAST($2::text AS tsquery)"),
+            "{text}"
+        );
+        assert_eq!(params[0], Value::Text("'report':*".into()));
+        assert_eq!(
+            params[1],
+            Value::Text(
+                "('subject:hi':*) & ('100':*) & (('to:bob' <-> 'to:x' <-> 'to:org':*) | \
+                 ('cc:bob' <-> 'cc:x' <-> 'cc:org':*) | ('bcc:bob' <-> 'bcc:x' <-> 'bcc:org':*))"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
+    fn postgres_tsvector() {
+        let f = crate::parse::Fields {
+            subject: "Quarterly report".into(),
+            from: crate::model::Address {
+                name: "Al".into(),
+                address: "al@x.org".into(),
+            },
+            body_text: "it's the REPORT, Grüße".into(),
+            ..Default::default()
+        };
+        let ts = pg_tsvector(&f);
+        assert!(
+            ts.contains("'subject:quarterly':1 'subject:report':2"),
+            "{ts}"
+        );
+        assert!(ts.contains("'from:al':4,5"), "{ts}");
+        assert!(ts.contains("'from:x':6"), "{ts}");
+        assert!(
+            ts.contains("'quarterly':9") && ts.contains("'report':10,20"),
+            "{ts}"
+        );
+        assert!(ts.contains("'grüße':"), "{ts}");
+        assert!(ts.contains("'it':") && ts.contains("'s':"), "{ts}");
+        // Bounded: a huge body stays under the limit and positions stop at 16383.
+        let big = crate::parse::Fields {
+            body_text: (0..200_000).map(|i| format!("w{i} ")).collect(),
+            ..Default::default()
+        };
+        let ts = pg_tsvector(&big);
+        assert!(ts.len() < 4 * TS_MAX_BYTES, "{}", ts.len());
+        assert!(!ts.contains(":16384"));
+        let hostile = crate::parse::Fields {
+            subject: "a'b\\c \u{0} d".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            pg_tsvector(&hostile),
+            "'a':6 'b':7 'c':8 'd':9 'subject:a':1 'subject:b':2 'subject:c':3 'subject:d':4"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use rusqlite::{Connection, OpenFlags, params, params_from_iter};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::Error;
-use crate::model::{EnvelopeInfo, Filter, MAX_PAGE, Page, Stats, Summary};
+use crate::model::{EnvelopeInfo, Filter, MAX_COUNT, MAX_PAGE, Page, Stats, Summary};
 use crate::parse::Fields;
 use crate::query::Query;
 use crate::sql::{self, Dialect, SUMMARY_COLUMNS, Sql, Value};
@@ -27,6 +27,18 @@ const QUEUE: usize = 4096;
 const READERS: usize = 8;
 /// Messages parsed per indexer round.
 const INDEX_BATCH: i64 = 32;
+
+/// Fills the totals from the tables when they are new (a store made before they existed);
+/// from then on the triggers keep them.
+const SEED_TOTALS: &str = "
+INSERT INTO totals (id, messages, unread, bytes)
+    SELECT 0, count(*), coalesce(sum(seen = 0), 0), coalesce(sum(size), 0) FROM message
+    WHERE NOT EXISTS (SELECT 1 FROM totals);
+INSERT OR REPLACE INTO mailbox_totals (mailbox, messages, unread)
+    SELECT r.mailbox, count(*), coalesce(sum(m.seen = 0), 0)
+    FROM recipient r JOIN message m ON m.id = r.message
+    WHERE changes() > 0 GROUP BY r.mailbox;
+";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS message (
@@ -68,6 +80,43 @@ CREATE TABLE IF NOT EXISTS recipient (
     PRIMARY KEY (mailbox, message)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS recipient_message ON recipient(message);
+CREATE TABLE IF NOT EXISTS totals (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    messages INTEGER NOT NULL,
+    unread INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mailbox_totals (
+    mailbox TEXT PRIMARY KEY,
+    messages INTEGER NOT NULL,
+    unread INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS message_counted AFTER INSERT ON message BEGIN
+    UPDATE totals SET messages = messages + 1, unread = unread + (NEW.seen = 0),
+        bytes = bytes + NEW.size WHERE id = 0;
+END;
+CREATE TRIGGER IF NOT EXISTS message_uncounted AFTER DELETE ON message BEGIN
+    UPDATE totals SET messages = messages - 1, unread = unread - (OLD.seen = 0),
+        bytes = bytes - OLD.size WHERE id = 0;
+END;
+CREATE TRIGGER IF NOT EXISTS message_seen_counted AFTER UPDATE OF seen ON message
+WHEN (OLD.seen = 0) <> (NEW.seen = 0) BEGIN
+    UPDATE totals SET unread = unread + (NEW.seen = 0) - (OLD.seen = 0) WHERE id = 0;
+    UPDATE mailbox_totals SET unread = unread + (NEW.seen = 0) - (OLD.seen = 0)
+        WHERE mailbox IN (SELECT mailbox FROM recipient WHERE message = NEW.id);
+END;
+CREATE TRIGGER IF NOT EXISTS recipient_counted AFTER INSERT ON recipient BEGIN
+    INSERT INTO mailbox_totals (mailbox, messages, unread)
+        VALUES (NEW.mailbox, 1, coalesce((SELECT seen = 0 FROM message WHERE id = NEW.message), 0))
+        ON CONFLICT (mailbox) DO UPDATE SET messages = messages + 1,
+            unread = unread + excluded.unread;
+END;
+CREATE TRIGGER IF NOT EXISTS recipient_uncounted AFTER DELETE ON recipient BEGIN
+    UPDATE mailbox_totals SET messages = messages - 1,
+        unread = unread - coalesce((SELECT seen = 0 FROM message WHERE id = OLD.message), 0)
+        WHERE mailbox = OLD.mailbox;
+    DELETE FROM mailbox_totals WHERE mailbox = OLD.mailbox AND messages <= 0;
+END;
 CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(
     subject, from_addr, to_addr, cc_addr, bcc_addr, reply_to, message_id, headers, body,
     content='', contentless_delete=1, tokenize='unicode61 remove_diacritics 2'
@@ -156,7 +205,11 @@ impl Sqlite {
         }
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;")
             .map_err(|e| open_error(e.to_string()))?;
-        if let Err(e) = conn.execute_batch(SCHEMA) {
+        let schema = format!("BEGIN IMMEDIATE; {SCHEMA} {SEED_TOTALS} COMMIT;");
+        if let Err(e) = conn.execute_batch(&schema) {
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
             // A read-only database with the schema in place still serves reads (and answers
             // every delivery with 451 4.3.0).
             let has_schema = conn
@@ -266,12 +319,16 @@ impl Sqlite {
         mailbox: Option<String>,
     ) -> Result<Option<i64>, Error> {
         self.read(move |conn| {
-            let mut sql = Sql::new(Dialect::Sqlite, "SELECT m.id FROM message m WHERE 1=1");
+            let (mut sql, order) = sql::select(
+                Dialect::Sqlite,
+                "m.id",
+                mailbox.as_deref(),
+                &Query::default(),
+            );
             if id != "latest" {
                 sql.push(" AND m.uid = ").param(Value::Text(id));
             }
-            sql::filter(&mut sql, mailbox.as_deref(), &Query::default());
-            sql.push(" ORDER BY m.id DESC LIMIT 1");
+            sql.push(&format!(" ORDER BY {order} DESC LIMIT 1"));
             let mut stmt = conn.prepare_cached(&sql.text)?;
             let mut rows = stmt.query(params_from_iter(sql.params.iter().map(to_sql)))?;
             Ok(match rows.next()? {
@@ -340,8 +397,12 @@ impl Sqlite {
 
     pub(crate) async fn matching(&self, filter: Filter) -> Result<Vec<i64>, Error> {
         self.read(move |conn| {
-            let mut sql = Sql::new(Dialect::Sqlite, "SELECT m.id FROM message m WHERE 1=1");
-            sql::filter(&mut sql, filter.mailbox.as_deref(), &filter.query);
+            let (sql, _) = sql::select(
+                Dialect::Sqlite,
+                "m.id",
+                filter.mailbox.as_deref(),
+                &filter.query,
+            );
             let mut stmt = conn.prepare(&sql.text)?;
             let ids = stmt
                 .query_map(params_from_iter(sql.params.iter().map(to_sql)), |r| {
@@ -393,8 +454,8 @@ impl Sqlite {
     pub(crate) async fn stats(&self) -> Result<Stats, Error> {
         self.read(|conn| {
             Ok(conn.query_row(
-                "SELECT count(*), coalesce(sum(size), 0), coalesce(max(id), 0), \
-                 (SELECT count(*) FROM message WHERE seen = 0) FROM message",
+                "SELECT t.messages, t.bytes, coalesce((SELECT max(id) FROM message), 0), \
+                 t.unread FROM totals t WHERE t.id = 0",
                 [],
                 |r| {
                     Ok(Stats {
@@ -587,13 +648,34 @@ fn delete(conn: &Connection, ids: &[i64]) -> Result<u64, Error> {
     Ok(n)
 }
 
+/// Two counts from a `SELECT count(*), count(...)`.
 fn counts(conn: &Connection, sql: &Sql) -> Result<(u64, u64), Error> {
     let mut stmt = conn.prepare_cached(&sql.text)?;
-    let (a, b): (i64, i64) = stmt
+    let (n, u): (i64, i64) = stmt
         .query_row(params_from_iter(sql.params.iter().map(to_sql)), |r| {
-            Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?.unwrap_or(0)))
+            Ok((r.get(0)?, r.get(1)?))
         })?;
-    Ok((a.max(0) as u64, b.max(0) as u64))
+    Ok((n.max(0) as u64, u.max(0) as u64))
+}
+
+/// The messages and unread messages of the store (`None`) or of one address's inbox, from
+/// the totals the triggers keep.
+fn totals(conn: &Connection, mailbox: Option<&str>) -> Result<(u64, u64), Error> {
+    let row = match mailbox {
+        None => conn
+            .prepare_cached("SELECT messages, unread FROM totals WHERE id = 0")?
+            .query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))),
+        Some(m) => conn
+            .prepare_cached("SELECT messages, unread FROM mailbox_totals WHERE mailbox = ?1")?
+            .query_row([crate::model::mailbox_key(m)], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+            }),
+    };
+    match row {
+        Ok((n, u)) => Ok((n.max(0) as u64, u.max(0) as u64)),
+        Err(rusqlite::Error::QueryReturnedNoRows) => Ok((0, 0)),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn list(conn: &Connection, filter: &Filter) -> Result<Page, Error> {
@@ -605,35 +687,22 @@ fn list(conn: &Connection, filter: &Filter) -> Result<Page, Error> {
 
 fn list_in(conn: &Connection, filter: &Filter) -> Result<Page, Error> {
     let limit = filter.limit.clamp(1, MAX_PAGE);
-    let count_sql = |query: &Query| {
-        let mut sql = Sql::new(
-            Dialect::Sqlite,
-            "SELECT count(*), sum(m.seen = 0) FROM message m WHERE 1=1",
-        );
-        sql::filter(&mut sql, filter.mailbox.as_deref(), query);
-        sql
-    };
-    let (total, unread) = if filter.mailbox.is_none() {
-        let total: i64 = conn.query_row("SELECT count(*) FROM message", [], |r| r.get(0))?;
-        let unread: i64 =
-            conn.query_row("SELECT count(*) FROM message WHERE seen = 0", [], |r| {
-                r.get(0)
-            })?;
-        (total.max(0) as u64, unread.max(0) as u64)
+    let mailbox = filter.mailbox.as_deref();
+    let (total, unread) = totals(conn, mailbox)?;
+    let (matching, matching_unread, capped) = if filter.query.is_empty() {
+        (total, unread, false)
     } else {
-        counts(conn, &count_sql(&Query::default()))?
+        // Counting every match of a common word costs as much as reading them all: counts
+        // stop past MAX_COUNT (and say so).
+        let cap = MAX_COUNT + 1;
+        let (n, u) = counts(
+            conn,
+            &sql::capped_count(Dialect::Sqlite, mailbox, &filter.query, cap),
+        )?;
+        (n.min(MAX_COUNT), u.min(MAX_COUNT), n > MAX_COUNT)
     };
-    let (matching, matching_unread) = if filter.query.is_empty() {
-        (total, unread)
-    } else {
-        counts(conn, &count_sql(&filter.query))?
-    };
-    let mut sql = Sql::new(
-        Dialect::Sqlite,
-        &format!("SELECT {SUMMARY_COLUMNS} FROM message m WHERE 1=1"),
-    );
-    sql::filter(&mut sql, filter.mailbox.as_deref(), &filter.query);
-    sql.push(" ORDER BY m.id DESC LIMIT ")
+    let (mut sql, order) = sql::select(Dialect::Sqlite, SUMMARY_COLUMNS, mailbox, &filter.query);
+    sql.push(&format!(" ORDER BY {order} DESC LIMIT "))
         .param(Value::Int(limit as i64))
         .push(" OFFSET ")
         .param(Value::Int(filter.start.min(i64::MAX as u64) as i64));
@@ -648,6 +717,7 @@ fn list_in(conn: &Connection, filter: &Filter) -> Result<Page, Error> {
         unread,
         messages_count: matching,
         messages_unread: matching_unread,
+        messages_count_capped: capped,
         start: filter.start,
         tags: Vec::new(),
         messages,
@@ -674,15 +744,12 @@ fn wait_query(
         conn.query_row("SELECT coalesce(max(id), 0) FROM message", [], |r| r.get(0))?
     };
     let limit = limit.clamp(1, MAX_PAGE);
-    let mut sql = Sql::new(
-        Dialect::Sqlite,
-        &format!("SELECT {SUMMARY_COLUMNS} FROM message m WHERE m.id > "),
-    );
-    sql.param(Value::Int(after))
-        .push(" AND m.id <= ")
+    let (mut sql, order) = sql::select(Dialect::Sqlite, SUMMARY_COLUMNS, mailbox, query);
+    sql.push(&format!(" AND {order} > "))
+        .param(Value::Int(after))
+        .push(&format!(" AND {order} <= "))
         .param(Value::Int(watermark));
-    sql::filter(&mut sql, mailbox, query);
-    sql.push(" ORDER BY m.id ASC LIMIT ")
+    sql.push(&format!(" ORDER BY {order} ASC LIMIT "))
         .param(Value::Int(limit as i64));
     let mut stmt = conn.prepare_cached(&sql.text)?;
     let found = stmt
@@ -698,11 +765,10 @@ fn wait_query(
 }
 
 fn prune_step(conn: &Connection, retention: &Retention, now_ms: i64) -> Result<Pruned, Error> {
-    let (count, bytes): (i64, i64) = conn.query_row(
-        "SELECT count(*), coalesce(sum(size), 0) FROM message",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
+    let (count, bytes): (i64, i64) =
+        conn.query_row("SELECT messages, bytes FROM totals WHERE id = 0", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
     let mut oldest =
         conn.prepare_cached("SELECT id, size, received FROM message ORDER BY id LIMIT 500")?;
     let candidates = oldest

@@ -46,6 +46,29 @@ impl Spill {
         self.len
     }
 
+    /// True while the compressed data is in memory (no temporary file yet).
+    pub(crate) fn in_memory(&self) -> bool {
+        self.file.is_none()
+    }
+
+    /// How many pieces [`piece`](Spill::piece) gives.
+    pub(crate) fn piece_count(&self) -> u64 {
+        self.len.div_ceil(PIECE as u64)
+    }
+
+    /// Piece `index` (at most [`PIECE`] bytes), or `None` past the end. From memory, or a
+    /// read of the temporary file (blocking: call it off the async threads then).
+    pub(crate) fn piece(&mut self, index: u64) -> io::Result<Option<Vec<u8>>> {
+        let Some(offset) = index.checked_mul(PIECE as u64).filter(|o| *o < self.len) else {
+            return Ok(None);
+        };
+        let mut pieces = Pieces {
+            spill: self,
+            offset,
+        };
+        pieces.next_piece()
+    }
+
     /// The pieces in order, each at most [`PIECE`] bytes, read one at a time.
     pub(crate) fn pieces(&mut self) -> Pieces<'_> {
         Pieces {
@@ -179,6 +202,14 @@ mod tests {
             assert!(p.len() <= PIECE);
             pieces.push(p);
         }
+        assert_eq!(spill.piece_count(), pieces.len() as u64);
+        for (i, p) in pieces.iter().enumerate() {
+            assert_eq!(spill.piece(i as u64).expect("piece").as_ref(), Some(p));
+        }
+        assert_eq!(
+            spill.piece(pieces.len() as u64).expect("past the end"),
+            None
+        );
         assert_eq!(decompress(&pieces, usize::MAX).expect("decompress"), data);
         let head = decompress(&pieces, 10).expect("decompress head");
         assert_eq!(head, &data[..data.len().min(10)]);

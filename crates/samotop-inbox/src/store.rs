@@ -98,6 +98,15 @@ pub(crate) struct Hooks {
 }
 
 impl Hooks {
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Hooks {
+        Hooks {
+            events: broadcast::channel(16).0,
+            retention: Retention::default(),
+            parse_limit: DEFAULT_PARSE_LIMIT,
+        }
+    }
+
     pub(crate) fn stored(&self) {
         let _ = self.events.send(Event::Stored);
     }
@@ -239,7 +248,7 @@ macro_rules! on {
     ($inbox:expr, $b:ident => $e:expr) => {
         match &$inbox.inner.backend {
             Backend::Sqlite($b) => $e,
-            Backend::Postgres(p) => match *p {},
+            Backend::Postgres($b) => $e,
         }
     };
 }
@@ -326,9 +335,14 @@ impl Inbox {
         Ok(Inbox::with_backend(backend, events, options))
     }
 
-    /// Connects to a PostgreSQL store (a `postgres://` URL or a libpq key=value string).
-    /// Several receivers may share one database. TLS to the database is not supported: use a
-    /// Unix socket or loopback.
+    /// Connects to a PostgreSQL store (a `postgres://` URL or a libpq key=value string, as
+    /// [`tokio_postgres::Config`] reads them; a Unix socket is `?host=/run/postgresql`) and
+    /// makes the schema when missing. Several receivers may share one database: ids follow
+    /// commit order across them (the wait's cursor misses nothing), and each one's web face
+    /// sees the others' mail (`LISTEN`/`NOTIFY`). Every connection commits with
+    /// `synchronous_commit = on`. TLS to the database is not supported: use a Unix socket
+    /// or loopback. Starts the writer, indexer and listener tasks on the current tokio
+    /// runtime.
     ///
     /// # Errors
     ///
@@ -363,11 +377,12 @@ impl Inbox {
         }
     }
 
-    /// A description of the database for `/api/v1/info`: the SQLite path, or `postgres`.
+    /// A description of the database for `/api/v1/info`: the SQLite path, or
+    /// `postgres://user@host/dbname` (never a password).
     pub fn database(&self) -> String {
         match &self.inner.backend {
             Backend::Sqlite(s) => s.path().display().to_string(),
-            Backend::Postgres(_) => "postgres".into(),
+            Backend::Postgres(p) => p.describe().to_string(),
         }
     }
 
@@ -668,10 +683,20 @@ impl Inbox {
     ///
     /// A database error.
     pub async fn prune(&self) -> Result<Pruned, Error> {
+        self.prune_as_of(now_ms()).await
+    }
+
+    /// [`Inbox::prune`] as if the time were `now_ms` (Unix milliseconds): the age limit
+    /// counts from there. For tests, and for a clock that is known to be off.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub async fn prune_as_of(&self, now_ms: i64) -> Result<Pruned, Error> {
         let retention = self.inner.options.retention.clone();
         let mut total = Pruned::default();
         for _ in 0..1000 {
-            let step = on!(self, b => b.prune_step(retention.clone(), now_ms()).await)?;
+            let step = on!(self, b => b.prune_step(retention.clone(), now_ms).await)?;
             if step.messages == 0 {
                 break;
             }
@@ -710,6 +735,19 @@ impl Inbox {
         match &self.inner.backend {
             Backend::Sqlite(s) => s.durability().await.map(Some),
             Backend::Postgres(_) => Ok(None),
+        }
+    }
+
+    /// For tests: `synchronous_commit` and `fsync` as the PostgreSQL store's connections
+    /// see them (`("on", "on")` is durable); `None` for SQLite.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub async fn postgres_durability(&self) -> Result<Option<(String, String)>, Error> {
+        match &self.inner.backend {
+            Backend::Sqlite(_) => Ok(None),
+            Backend::Postgres(p) => p.durability().await.map(Some),
         }
     }
 }

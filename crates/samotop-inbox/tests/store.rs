@@ -1,81 +1,12 @@
-//! The SQLite store through the calls a session makes: durability settings, group commit,
-//! the envelope, one inbox per address (Bcc kept apart), search, wait with a cursor,
-//! delete, read state, pruning, and a message that does not parse.
+//! The SQLite store through the scenarios of `common/mod.rs`, and what is SQLite's own
+//! (WAL with `synchronous=FULL`).
 
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
-use samotop_core::{
-    AuthResult, Envelope, MailDispatch, Peer, Recipient, SessionInfo, TlsInfo, Transaction,
-};
-use samotop_inbox::{Filter, Inbox, Options, Query, Retention};
-use samotop_parser::{ForwardPath, Host, MailParams, Mailbox, RcptParams, ReversePath};
-
-fn mailbox(address: &str) -> Mailbox {
-    let (local, domain) = address.split_once('@').expect("an address");
-    Mailbox {
-        local: local.into(),
-        domain: Host::Domain(domain.into()),
-    }
-}
-
-fn info() -> SessionInfo {
-    let mut info = SessionInfo::new(
-        Peer::Tcp("192.0.2.7:4000".parse().expect("addr")),
-        "mx.test",
-    );
-    info.helo = Some(Host::Domain("client.test".into()));
-    info.extended = true;
-    info.tls = Some(TlsInfo {
-        version: "TLS1.3".into(),
-        cipher: "TLS13_AES_128_GCM_SHA256".into(),
-    });
-    info
-}
-
-async fn deliver(inbox: &Inbox, from: &str, to: &[&str], data: &[u8]) -> Vec<Result<(), String>> {
-    let info = info();
-    let sender = ReversePath::Mailbox(mailbox(from));
-    let mut envelope = Envelope::new(sender, MailParams::default(), "T1".into());
-    envelope
-        .auth
-        .push(AuthResult::new("spf", "pass").property("smtp.mailfrom", "example.com"));
-    let mut tx = inbox.open(&info, &envelope).await.expect("open");
-    for rcpt in to {
-        let r = Recipient::new(ForwardPath::Mailbox(mailbox(rcpt)), RcptParams::default());
-        tx.add_recipient(&r).await.expect("rcpt");
-        envelope.recipients.push(r);
-    }
-    tx.begin(&info, &envelope).await.expect("begin");
-    for chunk in data.chunks(7000) {
-        tx.write(chunk).await.expect("write");
-    }
-    tx.commit()
-        .await
-        .into_iter()
-        .map(|r| r.map_err(|e| e.to_string()))
-        .collect()
-}
-
-fn message(subject: &str, to: &str, body: &str) -> Vec<u8> {
-    format!(
-        "From: Alice <alice@example.com>\r\nTo: {to}\r\nSubject: {subject}\r\n\
-         Message-ID: <{subject}@example.com>\r\n\r\n{body}\r\n"
-    )
-    .into_bytes()
-}
+use samotop_inbox::{Inbox, Options};
 
 fn open(dir: &tempfile::TempDir) -> Inbox {
     Inbox::sqlite(dir.path().join("inbox.db"), Options::default()).expect("open")
-}
-
-async fn wait_for(inbox: &Inbox, mailbox: Option<&str>, q: &str) -> Vec<samotop_inbox::Summary> {
-    let query = Query::parse(q).expect("query");
-    inbox
-        .wait(mailbox, &query, 0, 100, Duration::from_secs(20))
-        .await
-        .expect("wait")
-        .messages
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,480 +25,69 @@ async fn the_writer_is_durable_wal_with_synchronous_full() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_envelope_and_fields_are_kept() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let inbox = open(&dir);
-    let data = message(
-        "hello",
-        "Bob <bob@example.org>",
-        "Hi \u{e9} there \u{1F600}",
-    );
-    let mut data = data;
-    data.extend_from_slice(b"8bit: \xff\xfe bytes\r\n");
-    let out = deliver(
-        &inbox,
-        "alice@example.com",
-        &["bob@example.org", "Carol@Example.NET"],
-        &data,
-    )
-    .await;
-    assert_eq!(out, vec![Ok(()), Ok(())]);
-    let found = wait_for(&inbox, None, "subject:hello").await;
-    assert_eq!(found.len(), 1);
-    let s = &found[0];
-    assert_eq!(s.from.address, "alice@example.com");
-    assert_eq!(s.to[0].name, "Bob");
-    assert_eq!(s.message_id, "hello@example.com");
-    assert!(s.snippet.starts_with("Hi \u{e9} there"), "{}", s.snippet);
-    assert_eq!(s.size, data.len() as u64);
-    assert!(s.parsed);
-    let raw = inbox.raw(&s.id, None).await.expect("raw").expect("exists");
-    assert_eq!(raw, data, "byte for byte, 8-bit included");
-    let env = inbox
-        .envelope(&s.id, None)
-        .await
-        .expect("env")
-        .expect("exists");
-    assert_eq!(env.mail_from, "alice@example.com");
-    assert_eq!(env.recipients, ["bob@example.org", "Carol@Example.NET"]);
-    assert_eq!(env.helo, "client.test");
-    assert_eq!(env.peer, "192.0.2.7");
-    assert_eq!(env.protocol, "ESMTPS");
-    assert_eq!(env.tls_version, "TLS1.3");
-    assert_eq!(env.tls_cipher, "TLS13_AES_128_GCM_SHA256");
-    assert_eq!(env.auth[0].method, "spf");
-    assert_eq!(env.auth[0].result, "pass");
-    assert_eq!(
-        inbox
-            .summary("latest", None)
-            .await
-            .expect("latest")
-            .expect("one")
-            .id,
-        s.id
-    );
+    common::raw_envelope_and_fields_are_kept(&open(&dir)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_inbox_per_address_and_bcc_stays_private() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let inbox = open(&dir);
-    // To: bob; Bcc (envelope only): eve.
-    let data = message("secret", "bob@example.org", "for bob");
-    deliver(
-        &inbox,
-        "alice@example.com",
-        &["bob@example.org", "eve@example.org"],
-        &data,
-    )
-    .await;
-    deliver(
-        &inbox,
-        "alice@example.com",
-        &["zed@example.org"],
-        &message("other", "zed@example.org", "x"),
-    )
-    .await;
-    wait_for(&inbox, None, "subject:other").await;
-    let page = |m: &str| Filter {
-        mailbox: Some(m.into()),
-        limit: 50,
-        ..Filter::default()
-    };
-    let eve = inbox.list(&page("EVE@example.org")).await.expect("list");
-    assert_eq!(eve.total, 1);
-    assert_eq!(eve.messages[0].subject, "secret");
-    assert!(
-        eve.messages[0].bcc.is_empty(),
-        "envelope recipients are not pushed into Bcc"
-    );
-    let id = eve.messages[0].id.clone();
-    let env = inbox
-        .envelope(&id, Some("eve@example.org"))
-        .await
-        .expect("env")
-        .expect("eve's");
-    assert_eq!(env.recipients, ["eve@example.org"], "eve does not see bob");
-    let env = inbox
-        .envelope(&id, Some("bob@example.org"))
-        .await
-        .expect("env")
-        .expect("bob's");
-    assert_eq!(env.recipients, ["bob@example.org"], "bob does not see eve");
-    assert!(
-        inbox
-            .summary(&id, Some("zed@example.org"))
-            .await
-            .expect("summary")
-            .is_none()
-    );
-    assert_eq!(
-        inbox
-            .list(&page("zed@example.org"))
-            .await
-            .expect("list")
-            .total,
-        1
-    );
-    assert_eq!(
-        inbox
-            .list(&page("nobody@example.org"))
-            .await
-            .expect("list")
-            .total,
-        0
-    );
-    // Bob deletes his copy: eve keeps hers.
-    assert_eq!(
-        inbox
-            .delete(Some(std::slice::from_ref(&id)), Some("bob@example.org"))
-            .await
-            .expect("delete"),
-        1
-    );
-    assert_eq!(
-        inbox
-            .list(&page("bob@example.org"))
-            .await
-            .expect("list")
-            .total,
-        0
-    );
-    assert_eq!(
-        inbox
-            .list(&page("eve@example.org"))
-            .await
-            .expect("list")
-            .total,
-        1
-    );
-    assert_eq!(
-        inbox
-            .delete(Some(std::slice::from_ref(&id)), Some("eve@example.org"))
-            .await
-            .expect("delete"),
-        1
-    );
-    assert!(
-        inbox.summary(&id, None).await.expect("summary").is_none(),
-        "gone with its last copy"
-    );
+    common::one_inbox_per_address_and_bcc_stays_private(&open(&dir)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn search_syntax_over_the_index() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let inbox = open(&dir);
-    deliver(
-        &inbox,
-        "a@example.com",
-        &["x@one.test"],
-        &message("quarterly report", "x@one.test", "numbers inside"),
-    )
-    .await;
-    deliver(
-        &inbox,
-        "a@example.com",
-        &["y@two.test"],
-        &message("lunch", "y@two.test", "pizza today"),
-    )
-    .await;
-    let att = b"From: b@example.com\r\nTo: z@two.test\r\nSubject: with file\r\nMIME-Version: 1.0\r\n\
-Content-Type: multipart/mixed; boundary=q\r\n\r\n--q\r\nContent-Type: text/plain\r\n\r\nsee file\r\n\
---q\r\nContent-Type: text/csv; name=data.csv\r\nContent-Disposition: attachment; filename=data.csv\r\n\r\n\
-a,b\r\n--q--\r\n";
-    deliver(&inbox, "b@example.com", &["z@two.test"], att).await;
-    wait_for(&inbox, None, "subject:file").await;
-    let count = |q: &str| {
-        let inbox = inbox.clone();
-        let q = q.to_string();
-        async move {
-            let f = Filter {
-                query: Query::parse(&q).expect("query"),
-                limit: 50,
-                ..Filter::default()
-            };
-            inbox.list(&f).await.expect("list").messages_count
-        }
-    };
-    assert_eq!(count("").await, 3);
-    assert_eq!(count("report").await, 1);
-    assert_eq!(count("repo").await, 1, "prefix");
-    assert_eq!(count("pizza").await, 1, "body text");
-    assert_eq!(count("-pizza").await, 2);
-    assert_eq!(count("subject:\"quarterly report\"").await, 1);
-    assert_eq!(count("subject:lunch pizza").await, 1);
-    assert_eq!(count("subject:pizza").await, 0);
-    assert_eq!(count("from:b@example.com").await, 1);
-    assert_eq!(count("has:attachment").await, 1);
-    assert_eq!(count("-has:attachment").await, 2);
-    assert_eq!(count("rcpt:y@two.test").await, 1);
-    assert_eq!(count("rcpt:two.test").await, 2);
-    assert_eq!(count("rcpt:@one.test").await, 1);
-    assert_eq!(count("is:unread").await, 3);
-    assert_eq!(count("larger:100k").await, 0);
-    assert_eq!(count("smaller:100k").await, 3);
-    assert_eq!(count("after:2000-01-01").await, 3);
-    assert_eq!(count("before:2000-01-01").await, 0);
-    assert_eq!(
-        count("\"\" !!! -").await,
-        3,
-        "terms without words match everything"
-    );
-    let all = inbox
-        .list(&Filter {
-            limit: 50,
-            ..Filter::default()
-        })
-        .await
-        .expect("list");
-    let ids: Vec<String> = all.messages.iter().take(2).map(|m| m.id.clone()).collect();
-    inbox.set_read(Some(&ids), None, true).await.expect("read");
-    assert_eq!(count("is:read").await, 2);
-    assert_eq!(count("is:unread").await, 1);
-    let page = inbox
-        .list(&Filter {
-            limit: 50,
-            ..Filter::default()
-        })
-        .await
-        .expect("list");
-    assert_eq!((page.total, page.unread), (3, 1));
-    inbox.set_read(None, None, false).await.expect("unread all");
-    assert_eq!(count("is:unread").await, 3);
-    let f = Filter {
-        query: Query::parse("rcpt:two.test").expect("q"),
-        ..Filter::default()
-    };
-    assert_eq!(inbox.delete_matching(&f).await.expect("delete"), 2);
-    assert_eq!(count("").await, 1);
+    common::search_syntax_over_the_index(&open(&dir)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_returns_on_arrival_and_its_cursor_misses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let inbox = open(&dir);
-    let q = Query::parse("subject:ping").expect("query");
-    // Nothing yet: times out, with a cursor.
-    let none = inbox
-        .wait(None, &q, 0, 10, Duration::from_millis(200))
-        .await
-        .expect("wait");
-    assert!(none.timed_out && none.messages.is_empty());
-    let waiter = {
-        let inbox = inbox.clone();
-        let q = q.clone();
-        let cursor = none.cursor;
-        tokio::spawn(async move {
-            inbox
-                .wait(Some("w@x.test"), &q, cursor, 10, Duration::from_secs(30))
-                .await
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    deliver(
-        &inbox,
-        "a@example.com",
-        &["w@x.test"],
-        &message("ping 1", "w@x.test", "1"),
-    )
-    .await;
-    let first = waiter.await.expect("task").expect("wait");
-    assert_eq!(first.messages.len(), 1);
-    assert_eq!(first.messages[0].subject, "ping 1");
-    // Two arrive before the next call: both are returned by it, in order.
-    deliver(
-        &inbox,
-        "a@example.com",
-        &["w@x.test"],
-        &message("ping 2", "w@x.test", "2"),
-    )
-    .await;
-    deliver(
-        &inbox,
-        "a@example.com",
-        &["w@x.test"],
-        &message("pong", "w@x.test", "-"),
-    )
-    .await;
-    deliver(
-        &inbox,
-        "a@example.com",
-        &["w@x.test"],
-        &message("ping 3", "w@x.test", "3"),
-    )
-    .await;
-    let next = inbox
-        .wait(
-            Some("w@x.test"),
-            &q,
-            first.cursor,
-            10,
-            Duration::from_secs(20),
-        )
-        .await
-        .expect("wait");
-    let subjects: Vec<&str> = next.messages.iter().map(|m| m.subject.as_str()).collect();
-    assert!(
-        subjects == ["ping 2", "ping 3"] || subjects == ["ping 2"],
-        "{subjects:?}"
-    );
-    if subjects.len() == 1 {
-        let last = inbox
-            .wait(
-                Some("w@x.test"),
-                &q,
-                next.cursor,
-                10,
-                Duration::from_secs(20),
-            )
-            .await
-            .expect("wait");
-        assert_eq!(last.messages[0].subject, "ping 3");
-    }
+    common::wait_returns_on_arrival_and_its_cursor_misses_nothing(&open(&dir)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_commits_share_transactions_and_all_land() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let inbox = Arc::new(open(&dir));
-    let tasks: Vec<_> = (0..64)
-        .map(|i| {
-            let inbox = inbox.clone();
-            tokio::spawn(async move {
-                let to = format!("u{}@load.test", i % 8);
-                deliver(
-                    &inbox,
-                    "a@example.com",
-                    &[&to],
-                    &message(&format!("load {i}"), &to, "x"),
-                )
-                .await
-            })
-        })
-        .collect();
-    for t in tasks {
-        assert_eq!(t.await.expect("task"), vec![Ok(())]);
-    }
-    let stats = inbox.stats().await.expect("stats");
-    assert_eq!(stats.messages, 64);
-    let q = Query::parse("subject:load").expect("query");
-    let (mut seen, mut cursor) = (0, 0);
-    for _ in 0..100 {
-        let got = inbox
-            .wait(
-                Some("u3@load.test"),
-                &q,
-                cursor,
-                100,
-                Duration::from_secs(20),
-            )
-            .await
-            .expect("wait");
-        seen += got.messages.len();
-        cursor = got.cursor;
-        if seen >= 8 || got.timed_out {
-            break;
-        }
-    }
-    assert_eq!(seen, 8, "each message once, none missed");
+    common::concurrent_commits_share_transactions_and_all_land(&open(&dir)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_that_does_not_parse_is_stored_and_shown_raw() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let inbox = open(&dir);
-    let junk = b"\x00\x01\x02 not a message at all \xff\r\n".to_vec();
-    assert_eq!(
-        deliver(&inbox, "a@example.com", &["r@x.test"], &junk).await,
-        vec![Ok(())]
-    );
-    let q = Query::parse("rcpt:r@x.test").expect("query");
-    let got = inbox
-        .wait(None, &q, 0, 10, Duration::from_secs(10))
-        .await
-        .expect("wait");
-    let id = &got.messages[0].id;
-    assert_eq!(inbox.raw(id, None).await.expect("raw").expect("kept"), junk);
-    let (_, view) = inbox.view(id, None).await.expect("view").expect("exists");
-    let _ = view.parsed; // parsed or not, the view does not fail
+    common::a_message_that_does_not_parse_is_stored_and_shown_raw(&open(&dir)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pruning_by_count_and_size() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let options = Options {
-        retention: Retention {
-            max_age: None,
-            max_messages: Some(5),
-            max_bytes: None,
-            interval: Duration::from_secs(3600),
-        },
-        ..Options::default()
-    };
-    let inbox = Inbox::sqlite(dir.path().join("p.db"), options).expect("open");
-    for i in 0..12 {
-        deliver(
-            &inbox,
-            "a@example.com",
-            &["p@x.test"],
-            &message(&format!("m{i}"), "p@x.test", "x"),
-        )
-        .await;
-    }
-    let pruned = inbox.prune().await.expect("prune");
-    // The background pass (1 s after start) may have taken some first.
-    assert!(pruned.messages <= 7, "{pruned:?}");
-    let page = inbox
-        .list(&Filter {
-            limit: 50,
-            ..Filter::default()
-        })
-        .await
-        .expect("list");
-    assert_eq!(page.total, 5);
-    // The newest stay.
-    assert_eq!(wait_for(&inbox, None, "subject:m11").await.len(), 1);
-    assert!(
-        inbox
-            .list(&Filter {
-                query: Query::parse("subject:m0").expect("q"),
-                limit: 5,
-                ..Filter::default()
-            })
-            .await
-            .expect("list")
-            .messages
-            .is_empty()
-    );
+    let inbox = Inbox::sqlite(
+        dir.path().join("p.db"),
+        common::pruning_by_count_and_size_options(),
+    )
+    .expect("open");
+    common::pruning_by_count_and_size(&inbox).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pruning_by_age_reports_and_keeps_new_mail() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let options = Options {
-        retention: Retention {
-            max_age: Some(Duration::from_millis(300)),
-            interval: Duration::from_secs(3600),
-            ..Retention::default()
-        },
-        ..Options::default()
-    };
-    let inbox = Inbox::sqlite(dir.path().join("a.db"), options).expect("open");
-    deliver(
-        &inbox,
-        "a@example.com",
-        &["p@x.test"],
-        &message("old", "p@x.test", "x"),
+    let inbox = Inbox::sqlite(
+        dir.path().join("a.db"),
+        common::pruning_by_age_reports_and_keeps_new_mail_options(),
     )
-    .await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    deliver(
-        &inbox,
-        "a@example.com",
-        &["p@x.test"],
-        &message("new", "p@x.test", "x"),
-    )
-    .await;
-    let pruned = inbox.prune().await.expect("prune");
-    assert_eq!((pruned.messages, pruned.reason), (1, "age"));
-    assert_eq!(inbox.stats().await.expect("stats").messages, 1);
+    .expect("open");
+    common::pruning_by_age_reports_and_keeps_new_mail(&inbox).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn totals_stay_exact() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    common::totals_stay_exact(&open(&dir)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_over_the_cap_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    common::a_search_over_the_cap_says_so(&open(&dir)).await;
 }
