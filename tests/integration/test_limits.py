@@ -172,12 +172,50 @@ def test_data_timeout_mid_data(samotop):
     code, texts = r.reply()
     assert (code, enhanced(texts)) == (421, "4.4.2"), texts
     assert r.closed()
-    out = s.stdout
-    # No data of the aborted message on stdout (only the envelope/Received stub that the stdout
-    # backend prints when the data starts).
-    assert b"partial body line" not in out and b"stalled" not in out, out
-    assert all(m["data"] == b"" for m in stdout_messages(out)), out
+    # A frame is written only at the commit: the aborted message leaves stdout empty.
+    wait_until(lambda: "end=timeout" in s.log, what="the timed-out session's log line")
+    assert s.stdout == b"", s.stdout
     still_serving(s)
+    assert len(stdout_messages(s.stdout)) == 1
+
+
+def test_refused_and_aborted_messages_leave_stdout_empty(samotop):
+    """`--deliver stdout` writes a frame at the commit, so nothing else reaches stdout: not a
+    message over the size limit, not one whose client left mid-data, nor a BDAT transfer reset
+    before its LAST chunk."""
+    s = start(samotop, "--deliver", "stdout", "--max-message-size", "1000")
+    # Over the size limit: refused after the data.
+    r = Raw(s.port, timeout=20)
+    ehlo(r)
+    assert r.cmd("MAIL FROM:<a@x.org>")[0] == 250
+    assert r.cmd("RCPT TO:<b@y.org>")[0] == 250
+    assert r.cmd("DATA")[0] == 354
+    code, texts = r.cmd("Subject: big\r\n\r\n" + "x" * 2000 + "\r\n.")
+    assert (code, enhanced(texts)) == (552, "5.3.4"), texts
+    # BDAT chunks, then RSET before LAST: the transaction is aborted.
+    assert r.cmd("MAIL FROM:<a@x.org>")[0] == 250
+    assert r.cmd("RCPT TO:<b@y.org>")[0] == 250
+    body = b"Subject: chunked\r\n\r\nfirst chunk\r\n"
+    r.send(b"BDAT %d\r\n" % len(body) + body)
+    assert r.reply()[0] == 250
+    assert r.cmd("RSET")[0] == 250
+    assert r.cmd("QUIT")[0] == 221
+    r.close()
+    # The client leaves in the middle of the data.
+    r = Raw(s.port, timeout=20)
+    ehlo(r)
+    assert r.cmd("MAIL FROM:<a@x.org>")[0] == 250
+    assert r.cmd("RCPT TO:<b@y.org>")[0] == 250
+    assert r.cmd("DATA")[0] == 354
+    r.send(b"Subject: left\r\n\r\nhalf a message\r\n")
+    r.close()
+    wait_until(lambda: s.log.count("helo=client.test") >= 2, what="both sessions' log lines")
+    assert s.stdout == b"", s.stdout
+    # A message that is accepted is the one frame.
+    still_serving(s)
+    [msg] = stdout_messages(s.stdout)
+    # (After the trace fields the checks add, such as Authentication-Results.)
+    assert msg["data"].endswith(b"\r\nSubject: t\r\n\r\nhi\r\n"), msg
 
 
 def test_data_timeout_leaves_no_file_in_maildir(samotop, tmp_path):

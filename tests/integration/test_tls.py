@@ -225,6 +225,34 @@ def test_smtps_banner_comes_after_the_handshake(samotop, tmp_path):
         assert raw.cmd("QUIT")[0] == 221
 
 
+@needs_openssl
+def test_a_silent_smtps_client_is_closed_after_the_handshake_timeout(samotop, tmp_path):
+    """Implicit TLS: a client that connects and sends no ClientHello is closed once
+    --handshake-timeout has passed, and other clients are served meanwhile and after."""
+    cert, key = make_cert(tmp_path)
+    smtps_port = free_port()
+    server = samotop("--smtp", f"127.0.0.1:{free_port()}", "--smtps", f"127.0.0.1:{smtps_port}",
+                     "--tls-cert", str(cert), "--tls-key", str(key), "--name", NAME,
+                     "--handshake-timeout", "2", "--deliver", "null")
+    wait_port(smtps_port, server.proc)
+    silent = Raw(None, sock=socket.create_connection(("127.0.0.1", smtps_port), timeout=30),
+                 greet=False)
+    started = time.monotonic()
+    # While it holds its connection, another client is served.
+    with smtplib.SMTP_SSL("127.0.0.1", smtps_port, timeout=30,
+                          context=client_context(cafile=cert)) as c:
+        assert c.ehlo("client.test")[0] == 250
+    assert silent.closed(timeout=30), "the silent client was never closed"
+    # Generous: the bound is 2 s.
+    assert time.monotonic() - started < 20
+    assert silent.buf == b"", silent.buf  # no banner without a handshake
+    silent.close()
+    assert server.alive()
+    with smtplib.SMTP_SSL("127.0.0.1", smtps_port, timeout=30,
+                          context=client_context(cafile=cert)) as c:
+        assert c.ehlo("again.test")[0] == 250
+
+
 # --- STARTTLS state machine -------------------------------------------------------------------
 
 

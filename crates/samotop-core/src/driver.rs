@@ -1072,6 +1072,85 @@ mod pump_tests {
         }
     }
 
+    /// A guard that never answers at one stage.
+    struct HangingGuard(&'static str);
+
+    impl HangingGuard {
+        async fn maybe_hang(&self, stage: &str) -> Verdict {
+            if self.0 == stage {
+                std::future::pending::<()>().await;
+            }
+            Verdict::Accept
+        }
+    }
+
+    impl Guard for HangingGuard {
+        async fn connect(&self, _: &SessionInfo) -> Verdict {
+            self.maybe_hang("connect").await
+        }
+        async fn helo(&self, _: &SessionInfo) -> Verdict {
+            self.maybe_hang("helo").await
+        }
+        async fn mail(&self, _: &SessionInfo, _: &Envelope) -> Verdict {
+            self.maybe_hang("mail").await
+        }
+        async fn rcpt(&self, _: &SessionInfo, _: &Envelope, _: &Recipient) -> Verdict {
+            self.maybe_hang("rcpt").await
+        }
+        async fn data(&self, _: &SessionInfo, _: &Envelope) -> Verdict {
+            self.maybe_hang("data").await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_guard_that_never_answers_gets_451_4_4_1_and_the_session_goes_on() {
+        for stage in ["helo", "mail", "rcpt", "data"] {
+            let probe = Probe::default();
+            let limits = Limits {
+                backend_timeout: Duration::from_secs(5),
+                ..Limits::default()
+            };
+            let driver = Driver::new(probe.clone(), HangingGuard(stage), config(limits));
+            let started = tokio::time::Instant::now();
+            let (summary, replies) = talk(
+                driver,
+                vec![
+                    (MAIL, Duration::ZERO),
+                    (
+                        b"DATA\r\nSubject: s\r\n\r\nb\r\n.\r\nNOOP\r\nQUIT\r\n",
+                        Duration::ZERO,
+                    ),
+                ],
+            )
+            .await;
+            assert!(replies.contains("451 4.4.1 "), "{stage}: {replies}");
+            assert!(
+                replies.ends_with("250 2.0.0 OK\r\n221 2.0.0 Bye\r\n"),
+                "{stage}: {replies}"
+            );
+            assert_eq!(summary.end, End::Quit, "{stage}");
+            // Cut off after the backend timeout, not before.
+            let waited = started.elapsed();
+            assert!(
+                waited >= Duration::from_secs(5) && waited < Duration::from_secs(60),
+                "{stage}: {waited:?}"
+            );
+            // Nothing was delivered past a guard that did not answer.
+            assert!(!probe.log().contains(&"commit".to_string()), "{stage}");
+        }
+        // At connect there is no session to go on with: 421 4.4.1, closed.
+        let driver = Driver::new(
+            Probe::default(),
+            HangingGuard("connect"),
+            config(Limits {
+                backend_timeout: Duration::from_secs(5),
+                ..Limits::default()
+            }),
+        );
+        let (_, replies) = talk(driver, vec![(b"EHLO x\r\n", Duration::ZERO)]).await;
+        assert!(replies.starts_with("421 4.4.1 "), "{replies}");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_silent_starttls_client_is_dropped_after_the_handshake_timeout() {
         struct Never;

@@ -565,6 +565,13 @@ pub const RELAY_DENIED: Refusal = Refusal::new(550, [5, 7, 1], "Relay not permit
 /// 550 5.7.1: the message is refused by policy after its content was checked (DMARC
 /// `p=reject`, a user's check).
 pub const POLICY_REJECTED: Refusal = Refusal::new(550, [5, 7, 1], "Message refused by policy");
+/// 550 5.7.1 at RCPT: the recipient has no encryption certificate and
+/// `--encrypt-missing refuse` (samotop-smime's `Encrypt`).
+pub const NO_CERTIFICATE: Refusal = Refusal::new(
+    550,
+    [5, 7, 1],
+    "Recipient has no encryption certificate, mail to it is not accepted",
+);
 /// 550 5.1.1: no such recipient.
 pub const NO_SUCH_USER: Refusal = Refusal::new(550, [5, 1, 1], "No such user");
 /// 550 5.1.3: recipient name cannot be used as a mailbox.

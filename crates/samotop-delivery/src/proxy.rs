@@ -21,7 +21,7 @@
 //! with `MAIL` where the server allows), and a stale one is replaced by a fresh dial once.
 
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use samotop_core::parser::{Body, MailParams, ReversePath};
 use samotop_core::{
@@ -29,6 +29,8 @@ use samotop_core::{
     SessionInfo, Transaction, reply,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+// Tokio's clock, so that the pool's idle time follows a test's paused time.
+use tokio::time::Instant;
 
 use crate::Error;
 use crate::client::{Client, Dialect, Endpoint, Timeouts};
@@ -824,15 +826,23 @@ impl Pool {
     }
 
     /// The most recently used idle connection that is not too old (the likeliest to be
-    /// alive); older ones are closed.
+    /// alive) and still clean; older ones are closed with `QUIT`. One on which the server
+    /// sent something while it was idle (or that it closed) is dropped: those bytes would be
+    /// read as the reply to our next command, and every reply after it out of step.
     fn take(&self) -> Option<Client> {
         let mut idle = self.idle();
         // Bounded by the pool's size: each turn takes one connection out.
-        while let Some((client, since)) = idle.pop() {
-            if since.elapsed() <= self.idle_time {
+        while let Some((mut client, since)) = idle.pop() {
+            if since.elapsed() > self.idle_time {
+                quit_later(client);
+            } else if client.is_clean() {
                 return Some(client);
+            } else {
+                log::debug!(
+                    "{}: pooled connection got unsolicited bytes or was closed; dropped",
+                    client.endpoint()
+                );
             }
-            quit_later(client);
         }
         None
     }

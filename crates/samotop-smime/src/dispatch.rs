@@ -11,18 +11,11 @@ use samotop_core::{
 use crate::header::{DEFAULT_HEAD_LIMIT, HeadBuffer, Headers, outer_header};
 use crate::{Certificate, Encryptor, Keys, Output};
 
-/// 550 5.7.1 at RCPT: the recipient has no certificate and `--encrypt-missing refuse`.
-pub const NO_CERTIFICATE: Refusal = Refusal::new(
-    550,
-    [5, 7, 1],
-    "Recipient has no encryption certificate, mail to it is not accepted",
-);
-
 /// What happens to a recipient without a certificate of its own (see [`Keys`]):
 /// `--encrypt-missing`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Missing {
-    /// Refuse it at RCPT with [`NO_CERTIFICATE`] (`550 5.7.1`), before any data: the
+    /// Refuse it at RCPT with [`reply::NO_CERTIFICATE`] (`550 5.7.1`), before any data: the
     /// default, since encryption at rest means no plaintext on disk.
     #[default]
     Refuse,
@@ -381,7 +374,7 @@ impl<D: MailDispatch> EncryptTransaction<D> {
 impl<D: MailDispatch> Transaction for EncryptTransaction<D> {
     /// Finds the recipient's certificates, and the group of recipients with the same ones
     /// (opening an inner transaction for a new group), and adds it there. A recipient
-    /// without a certificate of its own: [`NO_CERTIFICATE`] (`550 5.7.1`) with
+    /// without a certificate of its own: [`reply::NO_CERTIFICATE`] (`550 5.7.1`) with
     /// [`Missing::Refuse`].
     async fn add_recipient(&mut self, recipient: &Recipient) -> Result<(), Refusal> {
         if self.stage != Stage::Envelope {
@@ -396,7 +389,7 @@ impl<D: MailDispatch> Transaction for EncryptTransaction<D> {
                         self.envelope.id,
                         recipient.address
                     );
-                    return Err(NO_CERTIFICATE);
+                    return Err(reply::NO_CERTIFICATE);
                 }
                 Missing::Deliver => {
                     log::info!(

@@ -110,7 +110,7 @@ pub mod header;
 mod keys;
 
 pub use certificate::{Certificate, MIN_RSA_BITS};
-pub use dispatch::{Encrypt, EncryptTransaction, KeyHandle, Missing, NO_CERTIFICATE};
+pub use dispatch::{Encrypt, EncryptTransaction, KeyHandle, Missing};
 pub use encryptor::{Encryptor, Output};
 pub use error::Error;
 pub use header::Headers;

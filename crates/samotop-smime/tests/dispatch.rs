@@ -5,7 +5,7 @@ mod common;
 
 use common::{Capture, cert, decrypt_stored, envelope, info, recipient, split};
 use samotop_core::{Capabilities, MailDispatch, Transaction, reply};
-use samotop_smime::{Certificate, Encrypt, Headers, Keys, Missing, NO_CERTIFICATE};
+use samotop_smime::{Certificate, Encrypt, Headers, Keys, Missing};
 
 const TRACE: &[u8] = b"Received: from client (stdio)\r\n\tby mx.test (Samotop) with ESMTP id T1;\r\n\tThu, 01 Jan 1970 00:00:00 +0000\r\n";
 const MESSAGE: &[u8] =
@@ -192,7 +192,7 @@ fn missing_certificate_is_refused_at_rcpt_by_default() {
     let refusal = rt
         .block_on(tx.add_recipient(&recipient("bob@x.org")))
         .expect_err("refused");
-    assert_eq!(refusal, NO_CERTIFICATE);
+    assert_eq!(refusal, reply::NO_CERTIFICATE);
     assert_eq!((refusal.code(), refusal.enhanced()), (550, Some([5, 7, 1])));
     assert!(
         rt.block_on(tx.add_recipient(&recipient("ALICE@x.org")))
