@@ -185,21 +185,23 @@ pub struct Cli {
     pub dns: Option<std::net::SocketAddr>,
 
     /// DKIM: off | tag (verify every signature, report each in Authentication-Results).
+    /// Off by default: the check spools every message (docs/AUTH.md, "Performance").
     #[arg(
         long,
         env = "SAMOTOP_DKIM",
         value_name = "POLICY",
-        default_value = "tag"
+        default_value = "off"
     )]
     pub dkim: String,
 
     /// DMARC: off | tag (report it) | enforce (p=reject: 550 5.7.1 at end of data;
-    /// p=quarantine: stored in --quarantine-folder). A temperror is never refused.
+    /// p=quarantine: stored in --quarantine-folder). A temperror is never refused. Off by
+    /// default, as --dkim.
     #[arg(
         long,
         env = "SAMOTOP_DMARC",
         value_name = "POLICY",
-        default_value = "tag"
+        default_value = "off"
     )]
     pub dmarc: String,
 
