@@ -36,6 +36,8 @@ fuzz_target!(|input: &[u8]| {
         require_tls: flags & 2 != 0,
         accept_bare_newlines: flags & 4 != 0,
         spool: flags & 0x40 != 0,
+        observe: flags & 0x10 != 0,
+        observe_detail: flags & 0x08 != 0,
         capabilities: Capabilities {
             chunking: flags & 0x20 == 0,
             ..Capabilities::default()
