@@ -151,8 +151,18 @@ def gpgsm_decrypt(tmp_path, p7m, name):
         subprocess.run(["openssl", "pkcs12", "-export", "-in", pem(name), "-inkey", str(DATA / f"{name}.key"),
                         "-out", str(p12), "-passout", "pass:x", "-keypbe", "PBE-SHA1-3DES",
                         "-certpbe", "PBE-SHA1-3DES", "-macalg", "sha1"], check=True, timeout=60)
-        subprocess.run(gpg + ["--import", str(p12)], input=b"x\n", env=env, check=True,
-                       capture_output=True, timeout=60)
+        # gpgsm exits 2 once it logged any error (an issuer it cannot check, an agent slow to
+        # start), also when the key was imported: what counts is that the secret key is there.
+        for _ in range(3):
+            imported = subprocess.run(gpg + ["--import", str(p12)], input=b"x\n", env=env,
+                                      capture_output=True, timeout=60)
+            listed = subprocess.run(["gpgsm", "--batch", "--list-secret-keys"], env=env,
+                                    capture_output=True, timeout=60)
+            if listed.stdout.strip():
+                break
+            time.sleep(1)
+        else:
+            pytest.fail(f"gpgsm did not import {p12}: {imported.stderr.decode()}")
         r = subprocess.run(gpg + ["--decrypt", str(p7m)], input=b"x\n", env=env, capture_output=True, timeout=60)
         err = r.stderr.decode()
         # gpgsm exits 2 once it logged any error, also "failed to find the certificate" for
