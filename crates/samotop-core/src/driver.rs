@@ -1038,6 +1038,33 @@ mod pump_tests {
 
     const MAIL: &[u8] = b"EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n";
 
+    /// The backend and guard timeout of the hung-step tests.
+    const HUNG_AFTER: Duration = Duration::from_secs(5);
+
+    /// Sends one message and a NOOP through `guard` and `probe` (the backend) with
+    /// [`HUNG_AFTER`] as the backend timeout; checks the `451 4.4.1` and that the session
+    /// went on to the NOOP and QUIT; how long the session waited.
+    async fn one_message_past_a_hang<G: Guard>(probe: &Probe, guard: G, step: &str) -> Duration {
+        let limits = Limits {
+            backend_timeout: HUNG_AFTER,
+            ..Limits::default()
+        };
+        let driver = Driver::new(probe.clone(), guard, config(limits));
+        let started = tokio::time::Instant::now();
+        let data: &[u8] = b"DATA\r\nSubject: s\r\n\r\nb\r\n.\r\nNOOP\r\nQUIT\r\n";
+        let (summary, replies) =
+            talk(driver, vec![(MAIL, Duration::ZERO), (data, Duration::ZERO)]).await;
+        assert!(replies.contains("451 4.4.1 "), "{step}: {replies}");
+        assert!(
+            replies.ends_with("250 2.0.0 OK\r\n221 2.0.0 Bye\r\n"),
+            "{step}: {replies}"
+        );
+        assert_eq!(summary.end, End::Quit, "{step}");
+        let waited = started.elapsed();
+        assert!(waited < Duration::from_secs(60), "{step}: {waited:?}");
+        waited
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_hung_backend_gets_451_4_4_1_and_the_session_goes_on() {
         for step in ["open", "rcpt", "write", "commit"] {
@@ -1045,30 +1072,7 @@ mod pump_tests {
                 hang_at: Some(step),
                 ..Probe::default()
             };
-            let limits = Limits {
-                backend_timeout: Duration::from_secs(5),
-                ..Limits::default()
-            };
-            let driver = Driver::new(probe.clone(), (), config(limits));
-            let started = tokio::time::Instant::now();
-            let (summary, replies) = talk(
-                driver,
-                vec![
-                    (MAIL, Duration::ZERO),
-                    (
-                        b"DATA\r\nSubject: s\r\n\r\nb\r\n.\r\nNOOP\r\nQUIT\r\n",
-                        Duration::ZERO,
-                    ),
-                ],
-            )
-            .await;
-            assert!(replies.contains("451 4.4.1 "), "{step}: {replies}");
-            assert!(
-                replies.ends_with("250 2.0.0 OK\r\n221 2.0.0 Bye\r\n"),
-                "{step}: {replies}"
-            );
-            assert_eq!(summary.end, End::Quit, "{step}");
-            assert!(started.elapsed() < Duration::from_secs(60), "{step}");
+            one_message_past_a_hang(&probe, (), step).await;
         }
     }
 
@@ -1106,35 +1110,9 @@ mod pump_tests {
     async fn a_guard_that_never_answers_gets_451_4_4_1_and_the_session_goes_on() {
         for stage in ["helo", "mail", "rcpt", "data"] {
             let probe = Probe::default();
-            let limits = Limits {
-                backend_timeout: Duration::from_secs(5),
-                ..Limits::default()
-            };
-            let driver = Driver::new(probe.clone(), HangingGuard(stage), config(limits));
-            let started = tokio::time::Instant::now();
-            let (summary, replies) = talk(
-                driver,
-                vec![
-                    (MAIL, Duration::ZERO),
-                    (
-                        b"DATA\r\nSubject: s\r\n\r\nb\r\n.\r\nNOOP\r\nQUIT\r\n",
-                        Duration::ZERO,
-                    ),
-                ],
-            )
-            .await;
-            assert!(replies.contains("451 4.4.1 "), "{stage}: {replies}");
-            assert!(
-                replies.ends_with("250 2.0.0 OK\r\n221 2.0.0 Bye\r\n"),
-                "{stage}: {replies}"
-            );
-            assert_eq!(summary.end, End::Quit, "{stage}");
+            let waited = one_message_past_a_hang(&probe, HangingGuard(stage), stage).await;
             // Cut off after the backend timeout, not before.
-            let waited = started.elapsed();
-            assert!(
-                waited >= Duration::from_secs(5) && waited < Duration::from_secs(60),
-                "{stage}: {waited:?}"
-            );
+            assert!(waited >= HUNG_AFTER, "{stage}: {waited:?}");
             // Nothing was delivered past a guard that did not answer.
             assert!(!probe.log().contains(&"commit".to_string()), "{stage}");
         }
@@ -1143,7 +1121,7 @@ mod pump_tests {
             Probe::default(),
             HangingGuard("connect"),
             config(Limits {
-                backend_timeout: Duration::from_secs(5),
+                backend_timeout: HUNG_AFTER,
                 ..Limits::default()
             }),
         );
