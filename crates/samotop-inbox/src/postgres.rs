@@ -42,7 +42,9 @@ use crate::model::{EnvelopeInfo, Filter, MAX_COUNT, MAX_PAGE, Page, Stats, Summa
 use crate::query::Query;
 use crate::sql::{self, Dialect, SUMMARY_COLUMNS, Sql, Value};
 use crate::staging::{Spill, decompress};
-use crate::store::{Hooks, IndexJob, NewMessage, Pruned, Retention, envelope_for, prune_victims};
+use crate::store::{
+    Hooks, IndexJob, NewMessage, PruneRun, Pruned, Retention, envelope_for, prune_victims,
+};
 
 /// Messages committed in one transaction at most.
 const MAX_BATCH: usize = 256;
@@ -1408,32 +1410,16 @@ async fn prune_step(shared: &Shared, retention: &Retention, now_ms: i64) -> Resu
     })
 }
 
-/// Prune steps until nothing more goes (at most 1000), logged.
+/// Prune steps until nothing more goes (at most [`PruneRun::MAX_STEPS`]), logged.
 async fn prune_all(shared: &Shared) {
-    let mut total = Pruned::default();
-    for _ in 0..1000 {
-        match prune_step(shared, &shared.hooks.retention, crate::store::now_ms()).await {
-            Ok(p) if p.messages == 0 => break,
-            Ok(p) => {
-                total.messages += p.messages;
-                total.bytes += p.bytes;
-                total.reason = p.reason;
-            }
-            Err(e) => {
-                log::warn!("inbox: pruning failed: {e}");
-                break;
-            }
+    let mut run = PruneRun::default();
+    for _ in 0..PruneRun::MAX_STEPS {
+        let step = prune_step(shared, &shared.hooks.retention, crate::store::now_ms()).await;
+        if !run.step(step) {
+            break;
         }
     }
-    if total.messages > 0 {
-        log::info!(
-            "inbox: pruned {} messages ({} bytes) by {}",
-            total.messages,
-            total.bytes,
-            total.reason
-        );
-        shared.hooks.deleted();
-    }
+    run.finish(&shared.hooks);
 }
 
 // ---- the listener -----------------------------------------------------------------------

@@ -17,7 +17,9 @@ use crate::parse::Fields;
 use crate::query::Query;
 use crate::sql::{self, Dialect, SUMMARY_COLUMNS, Sql, Value};
 use crate::staging::decompress;
-use crate::store::{Hooks, IndexJob, NewMessage, Pruned, Retention, envelope_for, prune_victims};
+use crate::store::{
+    Hooks, IndexJob, NewMessage, PruneRun, Pruned, Retention, envelope_for, prune_victims,
+};
 
 /// Jobs taken into one transaction at most.
 const MAX_BATCH: usize = 512;
@@ -828,35 +830,19 @@ fn indexer(store: Sqlite, woken: std::sync::mpsc::Receiver<()>, hooks: Hooks) {
     log::debug!("inbox: indexer stopped");
 }
 
-/// Runs prune steps until nothing more goes (at most 1000 steps), and logs the total.
+/// Runs prune steps until nothing more goes (at most [`PruneRun::MAX_STEPS`]), and logs the
+/// total.
 pub(crate) fn prune_all(
     hooks: &Hooks,
     mut step: impl FnMut(Retention, i64) -> Result<Pruned, Error>,
 ) {
-    let mut total = Pruned::default();
-    for _ in 0..1000 {
-        match step(hooks.retention.clone(), crate::store::now_ms()) {
-            Ok(p) if p.messages == 0 => break,
-            Ok(p) => {
-                total.messages += p.messages;
-                total.bytes += p.bytes;
-                total.reason = p.reason;
-            }
-            Err(e) => {
-                log::warn!("inbox: pruning failed: {e}");
-                break;
-            }
+    let mut run = PruneRun::default();
+    for _ in 0..PruneRun::MAX_STEPS {
+        if !run.step(step(hooks.retention.clone(), crate::store::now_ms())) {
+            break;
         }
     }
-    if total.messages > 0 {
-        log::info!(
-            "inbox: pruned {} messages ({} bytes) by {}",
-            total.messages,
-            total.bytes,
-            total.reason
-        );
-        hooks.deleted();
-    }
+    run.finish(hooks);
 }
 
 fn index_round(store: &Sqlite, hooks: &Hooks) -> Result<usize, Error> {

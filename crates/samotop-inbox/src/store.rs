@@ -89,6 +89,49 @@ pub struct Pruned {
     pub reason: &'static str,
 }
 
+/// The steps of one pruning run added up: both stores loop `step` until it removes nothing
+/// (at most [`PruneRun::MAX_STEPS`]), then [`finish`](PruneRun::finish) logs and tells.
+#[derive(Debug, Default)]
+pub(crate) struct PruneRun {
+    total: Pruned,
+}
+
+impl PruneRun {
+    /// A run stops after this many steps even if more would go (the next run goes on).
+    pub(crate) const MAX_STEPS: usize = 1000;
+
+    /// Counts one step's outcome; whether to take another.
+    pub(crate) fn step(&mut self, outcome: Result<Pruned, crate::Error>) -> bool {
+        match outcome {
+            Ok(p) if p.messages == 0 => false,
+            Ok(p) => {
+                self.total.messages += p.messages;
+                self.total.bytes += p.bytes;
+                self.total.reason = p.reason;
+                true
+            }
+            Err(e) => {
+                log::warn!("inbox: pruning failed: {e}");
+                false
+            }
+        }
+    }
+
+    /// Logs what the run removed and, if anything, tells the readers.
+    pub(crate) fn finish(self, hooks: &Hooks) {
+        let total = self.total;
+        if total.messages > 0 {
+            log::info!(
+                "inbox: pruned {} messages ({} bytes) by {}",
+                total.messages,
+                total.bytes,
+                total.reason
+            );
+            hooks.deleted();
+        }
+    }
+}
+
 /// Shared with the backends' threads: how to tell readers what happened.
 #[derive(Clone)]
 pub(crate) struct Hooks {
