@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use samotop_inbox::{Event, Filter, Inbox, Options, Query};
 
-use common::{deliver, message, wait_for};
+use common::{deliver, message, send, wait_for};
 
 /// The throw-away cluster.
 struct Cluster {
@@ -360,13 +360,7 @@ async fn two_receivers_ids_follow_commit_order_and_the_cursor_misses_nothing() {
                 let inbox = inbox.clone();
                 tokio::spawn(async move {
                     let to = format!("u{}@two.test", i % 4);
-                    deliver(
-                        &inbox,
-                        "a@example.com",
-                        &[&to],
-                        &message(&format!("r{r} m{i}"), &to, "x"),
-                    )
-                    .await
+                    send(&inbox, &to, &format!("r{r} m{i}"), "x").await
                 })
             })
         })
@@ -470,13 +464,7 @@ async fn a_read_only_database_is_4xx_and_reads_go_on() {
     psql("postgres", kick).await;
     let mut refused = Vec::new();
     for i in 0..3 {
-        let out = deliver(
-            &inbox,
-            "a@example.com",
-            &["r@x.test"],
-            &message(&format!("ro {i}"), "r@x.test", "x"),
-        )
-        .await;
+        let out = send(&inbox, "r@x.test", &format!("ro {i}"), "x").await;
         assert_eq!(out.len(), 1);
         let Err(reply) = &out[0] else {
             panic!("a read-only database took message {i}");
@@ -513,13 +501,7 @@ async fn a_read_only_database_is_4xx_and_reads_go_on() {
     psql("postgres", kick).await;
     let mut stored = false;
     for _ in 0..3 {
-        let out = deliver(
-            &inbox,
-            "a@example.com",
-            &["r@x.test"],
-            &message("after", "r@x.test", "x"),
-        )
-        .await;
+        let out = send(&inbox, "r@x.test", "after", "x").await;
         if out == vec![Ok(())] {
             stored = true;
             break;

@@ -64,6 +64,11 @@ pub async fn deliver(
         .collect()
 }
 
+/// One message from `a@example.com` to `to` (envelope and `To:`), its outcome.
+pub async fn send(inbox: &Inbox, to: &str, subject: &str, body: &str) -> Vec<Result<(), String>> {
+    deliver(inbox, "a@example.com", &[to], &message(subject, to, body)).await
+}
+
 pub fn message(subject: &str, to: &str, body: &str) -> Vec<u8> {
     format!(
         "From: Alice <alice@example.com>\r\nTo: {to}\r\nSubject: {subject}\r\n\
@@ -83,6 +88,25 @@ pub async fn wait_for(
         .await
         .expect("wait")
         .messages
+}
+
+/// How many messages `mailbox`'s inbox lists.
+async fn total(inbox: &Inbox, mailbox: &str) -> u64 {
+    let filter = Filter {
+        mailbox: Some(mailbox.into()),
+        limit: 50,
+        ..Filter::default()
+    };
+    inbox.list(&filter).await.expect("list").total
+}
+
+/// Deletes `mailbox`'s copy of message `id`; how many copies went.
+async fn delete_copy(inbox: &Inbox, id: &str, mailbox: &str) -> u64 {
+    let ids = [id.to_string()];
+    inbox
+        .delete(Some(&ids), Some(mailbox))
+        .await
+        .expect("delete")
 }
 
 /// The raw message byte for byte, the envelope and the parsed fields.
@@ -189,53 +213,13 @@ pub async fn one_inbox_per_address_and_bcc_stays_private(inbox: &Inbox) {
             .expect("summary")
             .is_none()
     );
-    assert_eq!(
-        inbox
-            .list(&page("zed@example.org"))
-            .await
-            .expect("list")
-            .total,
-        1
-    );
-    assert_eq!(
-        inbox
-            .list(&page("nobody@example.org"))
-            .await
-            .expect("list")
-            .total,
-        0
-    );
+    assert_eq!(total(inbox, "zed@example.org").await, 1);
+    assert_eq!(total(inbox, "nobody@example.org").await, 0);
     // Bob deletes his copy: eve keeps hers.
-    assert_eq!(
-        inbox
-            .delete(Some(std::slice::from_ref(&id)), Some("bob@example.org"))
-            .await
-            .expect("delete"),
-        1
-    );
-    assert_eq!(
-        inbox
-            .list(&page("bob@example.org"))
-            .await
-            .expect("list")
-            .total,
-        0
-    );
-    assert_eq!(
-        inbox
-            .list(&page("eve@example.org"))
-            .await
-            .expect("list")
-            .total,
-        1
-    );
-    assert_eq!(
-        inbox
-            .delete(Some(std::slice::from_ref(&id)), Some("eve@example.org"))
-            .await
-            .expect("delete"),
-        1
-    );
+    assert_eq!(delete_copy(inbox, &id, "bob@example.org").await, 1);
+    assert_eq!(total(inbox, "bob@example.org").await, 0);
+    assert_eq!(total(inbox, "eve@example.org").await, 1);
+    assert_eq!(delete_copy(inbox, &id, "eve@example.org").await, 1);
     assert!(
         inbox.summary(&id, None).await.expect("summary").is_none(),
         "gone with its last copy"
@@ -244,20 +228,8 @@ pub async fn one_inbox_per_address_and_bcc_stays_private(inbox: &Inbox) {
 
 /// Mailpit's search syntax and `rcpt:` over the full-text index; read state; delete by search.
 pub async fn search_syntax_over_the_index(inbox: &Inbox) {
-    deliver(
-        inbox,
-        "a@example.com",
-        &["x@one.test"],
-        &message("quarterly report", "x@one.test", "numbers inside"),
-    )
-    .await;
-    deliver(
-        inbox,
-        "a@example.com",
-        &["y@two.test"],
-        &message("lunch", "y@two.test", "pizza today"),
-    )
-    .await;
+    send(inbox, "x@one.test", "quarterly report", "numbers inside").await;
+    send(inbox, "y@two.test", "lunch", "pizza today").await;
     let att = b"From: b@example.com\r\nTo: z@two.test\r\nSubject: with file\r\nMIME-Version: 1.0\r\n\
 Content-Type: multipart/mixed; boundary=q\r\n\r\n--q\r\nContent-Type: text/plain\r\n\r\nsee file\r\n\
 --q\r\nContent-Type: text/csv; name=data.csv\r\nContent-Disposition: attachment; filename=data.csv\r\n\r\n\
@@ -349,38 +321,14 @@ pub async fn wait_returns_on_arrival_and_its_cursor_misses_nothing(inbox: &Inbox
         })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
-    deliver(
-        inbox,
-        "a@example.com",
-        &["w@x.test"],
-        &message("ping 1", "w@x.test", "1"),
-    )
-    .await;
+    send(inbox, "w@x.test", "ping 1", "1").await;
     let first = waiter.await.expect("task").expect("wait");
     assert_eq!(first.messages.len(), 1);
     assert_eq!(first.messages[0].subject, "ping 1");
     // Two arrive before the next call: both are returned by it, in order.
-    deliver(
-        inbox,
-        "a@example.com",
-        &["w@x.test"],
-        &message("ping 2", "w@x.test", "2"),
-    )
-    .await;
-    deliver(
-        inbox,
-        "a@example.com",
-        &["w@x.test"],
-        &message("pong", "w@x.test", "-"),
-    )
-    .await;
-    deliver(
-        inbox,
-        "a@example.com",
-        &["w@x.test"],
-        &message("ping 3", "w@x.test", "3"),
-    )
-    .await;
+    send(inbox, "w@x.test", "ping 2", "2").await;
+    send(inbox, "w@x.test", "pong", "-").await;
+    send(inbox, "w@x.test", "ping 3", "3").await;
     let next = inbox
         .wait(
             Some("w@x.test"),
@@ -419,13 +367,7 @@ pub async fn concurrent_commits_share_transactions_and_all_land(inbox: &Inbox) {
             let inbox = inbox.clone();
             tokio::spawn(async move {
                 let to = format!("u{}@load.test", i % 8);
-                deliver(
-                    &inbox,
-                    "a@example.com",
-                    &[&to],
-                    &message(&format!("load {i}"), &to, "x"),
-                )
-                .await
+                send(&inbox, &to, &format!("load {i}"), "x").await
             })
         })
         .collect();
@@ -490,13 +432,7 @@ pub fn pruning_by_count_and_size_options() -> Options {
 /// Pruning keeps the newest messages within the count limit.
 pub async fn pruning_by_count_and_size(inbox: &Inbox) {
     for i in 0..12 {
-        deliver(
-            inbox,
-            "a@example.com",
-            &["p@x.test"],
-            &message(&format!("m{i}"), "p@x.test", "x"),
-        )
-        .await;
+        send(inbox, "p@x.test", &format!("m{i}"), "x").await;
     }
     let pruned = inbox.prune().await.expect("prune");
     // The background pass (1 s after start) may have taken some first.
@@ -552,13 +488,7 @@ pub async fn pruning_by_age_reports_and_keeps_new_mail(inbox: &Inbox) {
     let send = |subject: String| {
         let inbox = inbox.clone();
         async move {
-            let out = deliver(
-                &inbox,
-                "a@example.com",
-                &["p@x.test"],
-                &message(&subject, "p@x.test", "x"),
-            )
-            .await;
+            let out = send(&inbox, "p@x.test", &subject, "x").await;
             assert!(out.iter().all(Result::is_ok));
         }
     };
