@@ -1,4 +1,4 @@
-//! Run with: cargo run --release -p samotop-smime --example measure
+//! Run with: cargo run --release -p samotop-smime --example smime_measure
 //!
 //! What one message costs: the per-message key operation for each key type, and the
 //! streaming throughput of AES-256-CBC plus base64 (AES-NI is detected at run time).

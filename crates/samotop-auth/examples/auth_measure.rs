@@ -1,4 +1,4 @@
-//! Run with: `cargo run --profile bench -p samotop-auth --example measure -- DNS FILE...`
+//! Run with: `cargo run --profile bench -p samotop-auth --example auth_measure -- DNS FILE...`
 //!
 //! Streams each message file through a [`Scanner`] in 64 KiB chunks (read from disk
 //! into one reused buffer, as a spool would give them), checks it against the name
