@@ -66,6 +66,10 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
+                                "integration"))
+import postfixkit  # noqa: E402  (the throw-away Postfix the tests use too)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 SMTP_SOURCE = "/usr/sbin/smtp-source"
@@ -415,36 +419,17 @@ class Aiosmtpd(Server):
 
 
 POSTFIX_MAIN = """\
-# A throw-away instance for scripts/bench: loopback only, every message fsynced into the
-# queue and kept in the hold queue (never delivered, never bounced), or (the Dovecot path)
-# handed on to Dovecot's LMTP socket.
-compatibility_level = 3.6
-queue_directory = {dir}/queue
-data_directory = {dir}/data
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = postfix.bench
-mydomain = bench
-myorigin = $myhostname
-mydestination =
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
+# scripts/bench: every message fsynced into the queue and kept in the hold queue (never
+# delivered, never bounced), or (the Dovecot path) handed on to Dovecot's LMTP socket.
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination
-{delivery}smtpd_peername_lookup = no
-smtpd_client_connection_count_limit = 0
+{delivery}smtpd_client_connection_count_limit = 0
 smtpd_client_connection_rate_limit = 0
 smtpd_client_message_rate_limit = 0
 default_process_limit = 200
 message_size_limit = 209715200
-alias_maps =
-alias_database =
-biff = no
 smtp_tls_security_level = none
-{tls}maillog_file = {dir}/maillog
-maillog_file_prefixes = {dir}
-"""
+{tls}"""
 
 
 POSTFIX_HOLD = """\
@@ -483,56 +468,22 @@ class Postfix(Server):
         super().__init__(name, base)
         d = self.dir
         os.chmod(base, 0o755)  # postfix's processes must reach the queue
-        os.chmod(d, 0o755)
-        conf = os.path.join(d, "conf")
-        os.makedirs(conf)
-        os.makedirs(os.path.join(d, "queue"))
-        os.makedirs(os.path.join(d, "data"))
-        shutil.chown(os.path.join(d, "data"), "postfix")
-        with open(os.path.join(conf, "main.cf"), "w") as f:
-            delivery = POSTFIX_LMTP.format(socket=lmtp) if lmtp else POSTFIX_HOLD
-            tls_conf = ("smtpd_tls_security_level = none\n" if not tls else
-                        POSTFIX_TLS.format(cert=tls[0], key=tls[1], dir=d))
-            f.write(POSTFIX_MAIN.format(dir=d, delivery=delivery, tls=tls_conf) + extra)
-        with open("/etc/postfix/master.cf") as f:
-            master = f.read().splitlines()
-        out = []
-        for line in master:
-            fields = line.split()
-            if line and not line[0].isspace() and not line.startswith("#") and len(fields) >= 8:
-                if fields[1] == "inet":
-                    continue  # no listener but ours
-                fields[4] = "n"  # no chroot: the queue is not set up for one
-                line = " ".join(fields)
-            out.append(line)
-        out.append("127.0.0.1:%d inet n - n - - smtpd" % self.port)
+        delivery = POSTFIX_LMTP.format(socket=lmtp) if lmtp else POSTFIX_HOLD
+        tls_conf = ("smtpd_tls_security_level = none\n" if not tls else
+                    POSTFIX_TLS.format(cert=tls[0], key=tls[1], dir=d))
+        main = POSTFIX_MAIN.format(delivery=delivery, tls=tls_conf) + extra
         if tls:
             self.tls = True
             self.smtps_port = free_port()
-            out.append("127.0.0.1:%d inet n - n - - smtpd -o smtpd_tls_wrappermode=yes"
-                       % self.smtps_port)
-        with open(os.path.join(conf, "master.cf"), "w") as f:
-            f.write("\n".join(out) + "\n")
-        self.conf = conf
-        r = subprocess.run(["/usr/sbin/postfix", "-c", conf, "start"], capture_output=True,
-                           text=True, timeout=60)
-        if r.returncode != 0:
-            raise RuntimeError("postfix start failed: %s %s; see %s/maillog"
-                               % (r.stdout, r.stderr, d))
-        pidfile = os.path.join(d, "queue", "pid", "master.pid")
-        for _ in range(100):
-            if os.path.exists(pidfile):
-                break
-            time.sleep(0.1)
-        with open(pidfile) as f:
-            self.pid = int(f.read().split()[0])
+        self.conf = str(postfixkit.configure(d, self.port, main, hostname="postfix.bench",
+                                             smtps_port=self.smtps_port if tls else None))
+        self.pid = postfixkit.start(d)
         if not wait_banner(self.port):
             self.stop()
             raise RuntimeError("postfix did not answer; see %s/maillog" % d)
 
     def stop(self):
-        subprocess.run(["/usr/sbin/postfix", "-c", self.conf, "stop"], capture_output=True,
-                       timeout=60)
+        postfixkit.stop(self.dir)
 
 
 def start(name, base, samotop, tls=None):

@@ -27,6 +27,8 @@ import subprocess
 import tempfile
 import time
 
+import postfixkit
+
 PYTHON = "/usr/bin/python3"
 TIMEOUT = 60
 
@@ -348,19 +350,7 @@ class OpenDkimMilter:
 
 
 POSTFIX_MAIN = """\
-# A throw-away Postfix for the tests: loopback only, relays everything to samotop.
-compatibility_level = 3.6
-queue_directory = {dir}/queue
-data_directory = {dir}/data
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = relay.test
-mydomain = test
-myorigin = $myhostname
-mydestination =
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
+# Relays everything to samotop, signing through the milter.
 smtpd_relay_restrictions = permit_mynetworks, reject
 relayhost = [127.0.0.1]:{relay_port}
 smtp_host_lookup = native
@@ -368,12 +358,6 @@ smtp_tls_security_level = none
 smtpd_tls_security_level = none
 smtpd_milters = inet:127.0.0.1:{milter_port}
 milter_default_action = tempfail
-smtpd_peername_lookup = no
-alias_maps =
-alias_database =
-biff = no
-maillog_file = {dir}/maillog
-maillog_file_prefixes = {dir}
 """
 
 
@@ -387,32 +371,10 @@ class Postfix:
         d = self.dir = pathlib.Path(tempfile.mkdtemp(prefix="pf-", dir="/tmp"))
         os.chmod(d, 0o755)
         self.port = free_port()
-        conf = self.conf = d / "conf"
-        for sub in ("conf", "queue", "data"):
-            (d / sub).mkdir()
-        shutil.chown(d / "data", "postfix")
-        (conf / "main.cf").write_text(POSTFIX_MAIN.format(dir=d, relay_port=relay_port,
-                                                          milter_port=milter_port))
-        master = []
-        for line in pathlib.Path("/etc/postfix/master.cf").read_text().splitlines():
-            f = line.split()
-            if line and not line[0].isspace() and not line.startswith("#") and len(f) >= 8:
-                if f[1] == "inet":
-                    continue  # no listener but ours
-                f[4] = "n"  # no chroot: the queue is not set up for one
-                line = " ".join(f)
-            master.append(line)
-        master.append(f"127.0.0.1:{self.port} inet n - n - - smtpd")
-        (conf / "master.cf").write_text("\n".join(master) + "\n")
-        r = subprocess.run(["/usr/sbin/postfix", "-c", str(conf), "start"], capture_output=True,
-                           text=True, timeout=TIMEOUT)
-        if r.returncode != 0:
-            raise RuntimeError(f"postfix start failed: {r.stdout} {r.stderr}")
-        pidfile = d / "queue" / "pid" / "master.pid"
+        main = POSTFIX_MAIN.format(relay_port=relay_port, milter_port=milter_port)
+        self.conf = postfixkit.configure(d, self.port, main)
+        self.pid = postfixkit.start(d, timeout=TIMEOUT)
         deadline = time.monotonic() + 15
-        while not pidfile.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        self.pid = int(pidfile.read_text().split()[0])
         while time.monotonic() < deadline:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:

@@ -8,45 +8,24 @@ import os
 import pathlib
 import shutil
 import smtplib
-import subprocess
 import tempfile
-import time
 
 import pytest
 
+import postfixkit
 from conftest import free_port, wait_port, wait_until
 from test_trigger_webhook import SECRET, Hooks
 
-POSTFIX = "/usr/sbin/postfix"
-
 MAIN_CF = """\
-compatibility_level = 3.6
-queue_directory = {dir}/queue
-data_directory = {dir}/data
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = relay.test
-mydomain = test
-myorigin = $myhostname
-mydestination =
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
 smtpd_relay_restrictions = permit_mynetworks, reject
 relayhost = [127.0.0.1]:{next_hop}
 smtp_dns_support_level = disabled
 smtp_tls_security_level = none
 smtpd_tls_security_level = none
-alias_maps =
-alias_database =
-biff = no
 # Retry soon: the test waits for the retry after samotop's 451.
 queue_run_delay = 1s
 minimal_backoff_time = 1s
 maximal_backoff_time = 2s
-smtpd_peername_lookup = no
-maillog_file = {dir}/maillog
-maillog_file_prefixes = {dir}
 """
 
 
@@ -54,32 +33,10 @@ class Relay:
     """A throw-away Postfix: listens on `port`, relays everything to samotop."""
 
     def __init__(self, next_hop):
-        # Not under pytest's tmp_path: its parents are 0700, and Postfix's daemons run as
-        # the postfix user.
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix="samotop-postfix-"))
         self.port = free_port()
-        d = self.dir
-        os.chmod(d, 0o755)
-        for sub in ("conf", "queue", "data"):
-            (d / sub).mkdir(parents=True)
-        shutil.chown(d / "data", "postfix")
-        (d / "conf" / "main.cf").write_text(MAIN_CF.format(dir=d, next_hop=next_hop))
-        out = []
-        for line in pathlib.Path("/etc/postfix/master.cf").read_text().splitlines():
-            fields = line.split()
-            if line and not line[0].isspace() and not line.startswith("#") and len(fields) >= 8:
-                if fields[1] == "inet":
-                    continue
-                fields[4] = "n"
-                line = " ".join(fields)
-            out.append(line)
-        out.append(f"127.0.0.1:{self.port} inet n - n - - smtpd")
-        (d / "conf" / "master.cf").write_text("\n".join(out) + "\n")
-        self.conf = str(d / "conf")
-        r = subprocess.run([POSTFIX, "-c", self.conf, "start"], capture_output=True, text=True,
-                           timeout=60)
-        if r.returncode != 0:
-            raise RuntimeError(f"postfix start: {r.stdout} {r.stderr}")
+        postfixkit.configure(self.dir, self.port, MAIN_CF.format(next_hop=next_hop))
+        postfixkit.start(self.dir)
         wait_port(self.port, timeout=30)
 
     def log(self):
@@ -87,7 +44,7 @@ class Relay:
         return p.read_text(errors="replace") if p.exists() else ""
 
     def stop(self):
-        subprocess.run([POSTFIX, "-c", self.conf, "stop"], capture_output=True, timeout=60)
+        postfixkit.stop(self.dir)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -104,7 +61,7 @@ def maildir_files(d):
 
 
 def test_postfix_relays_one_message_that_splits_over_routes(samotop, hooks, tmp_path):
-    if not os.path.exists(POSTFIX) or os.geteuid() != 0:
+    if not os.path.exists(postfixkit.POSTFIX) or os.geteuid() != 0:
         pytest.fail("this test needs Postfix (apt-get install postfix) and root", pytrace=False)
     md, md2, out = tmp_path / "md", tmp_path / "md2", tmp_path / "out"
     out.mkdir()
