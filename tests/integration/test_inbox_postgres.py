@@ -17,7 +17,6 @@ import random
 import re
 import shutil
 import signal
-import smtplib
 import subprocess
 import tempfile
 import threading
@@ -27,7 +26,7 @@ import urllib.request
 import pytest
 
 from conftest import Server, free_port, wait_port, wait_until
-from test_inbox import api, make_body, smtp_send, stored_ids, wait_query
+from test_inbox import api, assert_none_lost, make_body, run_load, smtp_send, stored_ids, wait_query
 
 
 def pg_bin():
@@ -111,38 +110,6 @@ def database(cluster, request):
     cluster.psql(f"DROP DATABASE IF EXISTS {name}")
     cluster.psql(f"CREATE DATABASE {name}")
     return cluster.url(name)
-
-
-def run_load(ports, bodies, todo, acked, refused, stop, threads=3):
-    """`threads` senders per port, sharing one queue of message numbers; a refused or failed
-    message goes back into the queue. Each sender makes at most len(bodies) attempts."""
-    lock = threading.Lock()
-
-    def worker(port):
-        for _ in range(len(bodies)):
-            if stop.is_set():
-                return
-            with lock:
-                if not todo:
-                    return
-                i = todo.pop()
-            try:
-                code, _ = smtp_send(port, "load@example.com", [f"u{i % 5}@example.org"], bodies[i])
-            except (OSError, smtplib.SMTPException):
-                with lock:
-                    todo.append(i)
-                return
-            with lock:
-                if code == 250:
-                    acked.add(i)
-                else:
-                    refused[i] = code
-                    todo.append(i)
-
-    ts = [threading.Thread(target=worker, args=(p,)) for p in ports for _ in range(threads)]
-    for t in ts:
-        t.start()
-    return ts
 
 
 def receiver(samotop, url, name, face=False):
@@ -239,7 +206,7 @@ def test_kill_9_of_both_receivers_under_load_loses_no_acknowledged_message(samot
     a = receiver(samotop, database, "rx-a.test")
     b = receiver(samotop, database, "rx-b.test")
     stop = threading.Event()
-    workers = run_load([a.port, b.port], bodies, todo, acked, refused, stop)
+    workers = run_load([a.port, b.port], bodies, todo, acked, refused, stop, threads=3)
     kill_at = rng.randrange(100, 250)
     wait_until(lambda: len(acked) >= kill_at, timeout=180, what=f"{kill_at} acknowledged")
     b.proc.kill()
@@ -252,18 +219,7 @@ def test_kill_9_of_both_receivers_under_load_loses_no_acknowledged_message(samot
         t.join(timeout=60)
     acked_before = set(acked)
     face = receiver(samotop, database, "rx-a.test", face=True)
-    ids = stored_ids(face)
-    missing = [i for i in acked_before if f"load-{i}@test" not in ids]
-    for _ in range(300):  # the lazy parse of messages the kill interrupted
-        if not missing:
-            break
-        time.sleep(0.1)
-        ids = stored_ids(face)
-        missing = [i for i in acked_before if f"load-{i}@test" not in ids]
-    assert missing == [], f"acknowledged but lost: {missing[:10]}"
-    for i in list(acked_before)[:50]:
-        raw = api(face, f"/api/v1/message/{ids[f'load-{i}@test'][0]}/raw")
-        assert raw.endswith(bodies[i])
+    ids = assert_none_lost(face, acked_before, bodies)
     print(f"\nkill -9 of both after {len(acked_before)} acknowledged: {sum(len(v) for v in ids.values())} stored")
     assert refused == {}, refused
 
