@@ -27,6 +27,7 @@ class Hooks:
     """A loopback HTTP server. Each path answers its way; every request is verified and kept.
 
     /ok 200 | /gone 404 | /410 410 | /big 413 | /bad 400 | /busy 429 | /fail 500 |
+    /408 408 | /421 421 | /425 425 |
     /flaky 500 the first time, then 200 | /slow 200 after 3 s | /silent never answers |
     /endless 500 with a 1 GB body | /reply 404 with a Samotop-Reply header |
     /jsonreply 404 with a JSON {"reply": ...} body
@@ -92,6 +93,8 @@ class Hooks:
             send(400)
         elif path == "/busy":
             send(429)
+        elif path in ("/408", "/421", "/425"):
+            send(int(path[1:]))
         elif path == "/fail":
             send(500)
         elif path == "/flaky":
@@ -169,6 +172,10 @@ def hook_server(samotop, hooks, path, *extra):
         ("/big", 552, "5.3.4"),
         ("/bad", 554, "5.6.0"),
         ("/busy", 451, "4.4.5"),
+        # HTTP's "try again" 4xx are no bounce: 408 (its own timeout), 421, 425.
+        ("/408", 451, "4.4.1"),
+        ("/421", 451, "4.4.5"),
+        ("/425", 451, "4.4.5"),
         ("/fail", 451, "4.4.0"),
         ("/slow", 451, "4.4.1"),
         ("/silent", 451, "4.4.1"),

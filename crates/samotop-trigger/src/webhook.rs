@@ -450,6 +450,9 @@ pub fn status_refusal(status: StatusCode) -> Option<Refusal> {
         404 | 410 => reply::NO_SUCH_USER,
         413 => reply::MESSAGE_TOO_BIG,
         429 => WEBHOOK_BUSY,
+        // Request Timeout, Misdirected Request, Too Early: HTTP says "try again", so does SMTP.
+        408 => WEBHOOK_TIMEOUT,
+        421 | 425 => WEBHOOK_BUSY,
         400..=499 => WEBHOOK_REFUSED,
         500..=599 => WEBHOOK_FAILED,
         _ => WEBHOOK_MISCONFIGURED,
