@@ -467,7 +467,9 @@ def test_the_inbox_lists_encrypted_mail_by_its_clear_fields(samotop, tmp_path):
         with urllib.request.urlopen(f"http://127.0.0.1:{http_port}{path}", timeout=30) as r:
             return r.read()
 
-    page = wait_until(lambda: json.loads(get("/api/v1/messages"))["messages"], what="the message listed")
+    # Listed at once, its fields once the indexer parsed it (lazily, after the commit).
+    page = wait_until(lambda: [m for m in json.loads(get("/api/v1/messages"))["messages"] if m["Subject"]],
+                      what="the message listed and parsed")
     assert page[0]["Subject"] == "the plan"
     raw = get(f"/api/v1/message/{page[0]['ID']}/raw")
     assert b"launch" not in raw
