@@ -1115,6 +1115,19 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<StoreJob>) {
                 Err(_) => break,
             }
         }
+        // A session that stopped waiting (the backend timeout answered 451): storing its
+        // message now would only make the client's retry a duplicate.
+        let before = batch.len();
+        batch.retain(|job| !job.reply.is_closed());
+        if batch.len() < before {
+            log::info!(
+                "inbox: {} messages whose sessions gave up waiting are not stored",
+                before - batch.len()
+            );
+        }
+        if batch.is_empty() {
+            continue;
+        }
         let results = commit(&shared, &mut conn, &mut batch).await;
         let stored = results.iter().any(Result::is_ok);
         for (job, result) in batch.into_iter().zip(results) {

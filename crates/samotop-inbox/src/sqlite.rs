@@ -536,6 +536,12 @@ fn run_batch(conn: &Connection, batch: Vec<Job>) -> (Vec<Result<(), ()>>, Vec<bo
     let mut stores = Vec::with_capacity(batch.len());
     let mut failed: Option<Error> = conn.execute_batch("BEGIN IMMEDIATE").err().map(Error::from);
     for job in batch {
+        if job.stores && job.reply.is_closed() {
+            // The session stopped waiting (the backend timeout answered 451): storing the
+            // message now would only make the client's retry a duplicate.
+            log::info!("inbox: a message whose session gave up waiting is not stored");
+            continue;
+        }
         replies.push(job.reply);
         stores.push(job.stores);
         if let Some(e) = &failed {
@@ -549,7 +555,10 @@ fn run_batch(conn: &Connection, batch: Vec<Job>) -> (Vec<Result<(), ()>>, Vec<bo
         }
         let out = (job.run)(conn);
         if out.is_err() && !conn.is_autocommit() {
-            let _ = conn.execute_batch("ROLLBACK TO job");
+            if let Err(e) = conn.execute_batch("ROLLBACK TO job") {
+                // The failed job's rows would stay in the batch: none of it may commit.
+                failed = Some(e.into());
+            }
         }
         if conn.is_autocommit() {
             // SQLite rolled the whole transaction back (SQLITE_FULL, an I/O error): every
@@ -941,5 +950,37 @@ mod erased_json {
         fn json(&self) -> String {
             serde_json::to_string(self).unwrap_or_default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(stores: bool, x: i64) -> (Job, oneshot::Receiver<Result<Output, Error>>) {
+        let (reply, rx) = oneshot::channel();
+        let run: Run = Box::new(move |conn: &Connection| {
+            conn.execute("INSERT INTO t (x) VALUES (?1)", [x])?;
+            Ok(Box::new(()) as Output)
+        });
+        (Job { run, reply, stores }, rx)
+    }
+
+    #[test]
+    fn a_message_whose_session_stopped_waiting_is_not_stored() {
+        let conn = Connection::open_in_memory().expect("memory database");
+        conn.execute_batch("CREATE TABLE t (x INTEGER)")
+            .expect("table");
+        let (gave_up, rx) = job(true, 1);
+        drop(rx); // the session's backend timeout answered 451 and went on
+        let (waiting, mut rx) = job(true, 2);
+        let (results, _) = run_batch(&conn, vec![gave_up, waiting]);
+        assert_eq!(results, vec![Ok(())]);
+        assert!(matches!(rx.try_recv(), Ok(Ok(_))));
+        let xs: Vec<i64> = conn
+            .prepare("SELECT x FROM t")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .expect("rows");
+        assert_eq!(xs, vec![2]);
     }
 }
