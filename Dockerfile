@@ -27,7 +27,7 @@ WORKDIR /src
 COPY . .
 # The same flags, target and release profile as outside Docker: the script is the recipe.
 RUN scripts/build-static --locked \
-    && mkdir -p /out/mail/tmp /out/mail/new /out/mail/cur \
+    && mkdir -p /out/mail/tmp /out/mail/new /out/mail/cur /out/tmp \
     && cp target/x86_64-unknown-linux-gnu/release/samotop /out/samotop
 
 FROM scratch
@@ -35,6 +35,10 @@ COPY --from=build /out/samotop /samotop
 # An empty Maildir owned by the user: a named volume starts as a copy of it. A bind-mounted
 # host directory must be writable by 10025 (see above).
 COPY --from=build --chown=10025:10025 /out/mail /mail
+# The temporary directory (TMPDIR's default): a message past the in-memory bound of a spool
+# (the end-of-data checks, a webhook, the inbox's staging) moves into an unlinked file here,
+# encrypted with a per-message key. Without it such a message could only get 451.
+COPY --from=build --chown=10025:10025 /out/tmp /tmp
 USER 10025:10025
 EXPOSE 25 465
 VOLUME /mail

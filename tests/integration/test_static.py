@@ -101,15 +101,17 @@ def static_binary():
 
 @pytest.fixture
 def root(static_binary, tmp_path):
-    """An empty root: /samotop (the binary alone) and /mail (empty, owned by 10025)."""
+    """An empty root as the image has it: /samotop (the binary alone), /mail and /tmp (empty,
+    owned by 10025)."""
     d = tmp_path / "root"
     d.mkdir()
     os.chmod(d, 0o755)
     shutil.copy2(static_binary[0], d / "samotop")
     os.chmod(d / "samotop", 0o755)
-    (d / "mail").mkdir()
-    os.chown(d / "mail", UID, UID)
-    os.chmod(d / "mail", 0o700)
+    for sub in ("mail", "tmp"):
+        (d / sub).mkdir()
+        os.chown(d / sub, UID, UID)
+        os.chmod(d / sub, 0o700)
     return d
 
 
@@ -215,6 +217,10 @@ def test_the_dockerfile_runs_the_same_build_and_a_scratch_image():
     assert cmd[cmd.index("--smtp") + 1] == "0.0.0.0:25", "not loopback only"
     assert cmd[cmd.index("--deliver") + 1] == "maildir:/mail"
     assert "target/x86_64-unknown-linux-gnu/release/samotop" in text
+    # The root the tests make is the image's: /mail and /tmp owned by the user.
+    assert re.search(rf"^COPY --from=build --chown={UID}:{UID} /out/mail /mail$", text, re.M)
+    assert re.search(rf"^COPY --from=build --chown={UID}:{UID} /out/tmp /tmp$", text, re.M)
+    assert re.search(r"mkdir -p [^\n]*/out/tmp\b", text)
     ignore = (ROOT / ".dockerignore").read_text().split()
     assert "target/" in ignore and ".git/" in ignore
 
@@ -243,10 +249,31 @@ def test_the_image_cmd_receives_mail_in_an_empty_chroot_as_10025(static_binary, 
     data = stored[0].read_bytes()
     assert data.startswith(b"Return-Path: <a@example.com>\r\nReceived: from outside.test")
     assert data.endswith(BODY)
-    assert sorted(p.name for p in root.iterdir()) == ["mail", "samotop"], "it wrote nothing else"
+    assert sorted(p.name for p in root.iterdir()) == ["mail", "samotop", "tmp"], "it wrote nothing else"
 
     assert j.stop() == 0, j.log
     assert "stopped" in j.log
+
+
+def test_a_message_past_the_spool_memory_bound_is_received_in_the_chroot(static_binary, root, jail):
+    """With DKIM on, a message is spooled until the verdict; past the spool's memory bound it
+    moves into an unlinked, encrypted file in /tmp: the image has one, so it is received."""
+    port = free_port()
+    cmd = cmd_on(f"127.0.0.1:{port}")
+    cmd[cmd.index("--dkim") + 1] = "tag"
+    cmd += ["--dns", f"127.0.0.1:{free_port()}"]  # unsigned: no key to look up
+    j = jail(root, *cmd)
+    wait_port(port, j.proc)
+    body = BODY + b"x" * 76 + b"\r\n"
+    body = body * (1024 * 1024 // len(body))  # 1 MiB: four times the spool's memory
+    with smtplib.SMTP("127.0.0.1", port, timeout=60) as c:
+        assert c.sendmail("a@example.com", ["b@example.org"], body) == {}
+    (stored,) = (root / "mail" / "new").iterdir()
+    data = stored.read_bytes()
+    assert b"dkim=none" in data.split(b"\r\n\r\n", 1)[0], data[:600]
+    assert data.endswith(body)
+    assert list((root / "tmp").iterdir()) == [], "the spool file was unlinked"
+    assert j.stop() == 0, j.log
 
 
 def test_without_a_resolver_config_the_default_spf_fails_clearly(static_binary, root, jail):
