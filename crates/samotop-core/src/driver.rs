@@ -404,15 +404,19 @@ impl<D: MailDispatch, G: Guard, C: DataCheck> Driver<D, G, C> {
     ) -> Answer {
         let limit = self.config.limits.backend_timeout;
         let transactional = !matches!(event, Event::Guard(_));
-        match tokio::time::timeout(limit, self.ask(event, session, message)).await {
-            Ok(answer) => answer,
-            Err(_elapsed) => {
-                if transactional {
-                    message.tx = None;
-                }
-                Answer::TimedOut
-            }
+        let answer = if matches!(event, Event::Unspool) {
+            // The whole spooled message in one event: the bound is per write, as for a
+            // message that streams (`ask` times each one).
+            self.ask(event, session, message).await
+        } else {
+            tokio::time::timeout(limit, self.ask(event, session, message))
+                .await
+                .unwrap_or(Answer::TimedOut)
+        };
+        if transactional && matches!(answer, Answer::TimedOut) {
+            message.tx = None;
         }
+        answer
     }
 
     async fn ask(
@@ -520,8 +524,11 @@ impl<D: MailDispatch, G: Guard, C: DataCheck> Driver<D, G, C> {
                 loop {
                     match reader.next_chunk(size).await {
                         Ok(Some(chunk)) => {
-                            if let Err(refusal) = tx.write(&chunk).await {
-                                return Answer::Done(Err(refusal));
+                            let limit = self.config.limits.backend_timeout;
+                            match tokio::time::timeout(limit, tx.write(&chunk)).await {
+                                Ok(Ok(())) => {}
+                                Ok(Err(refusal)) => return Answer::Done(Err(refusal)),
+                                Err(_elapsed) => return Answer::TimedOut,
                             }
                         }
                         Ok(None) => return Answer::Done(Ok(())),
@@ -949,6 +956,8 @@ mod pump_tests {
     struct Probe {
         log: Arc<Mutex<Vec<String>>>,
         hang_at: Option<&'static str>,
+        /// Each write takes this long.
+        slow_write: Duration,
     }
 
     struct ProbeTx {
@@ -994,6 +1003,7 @@ mod pump_tests {
                 tokio::time::Instant::now()
             ));
             self.probe.maybe_hang("write").await;
+            tokio::time::sleep(self.probe.slow_write).await;
             Ok(())
         }
         async fn commit(&mut self) -> Outcomes {
@@ -1236,6 +1246,40 @@ mod pump_tests {
                 assert_eq!(log.last().map(String::as_str), Some("commit"));
             }
         }
+    }
+    /// A spooled message reaches the backend in many writes after the verdict: the backend
+    /// timeout bounds each write, not the sum (a slow downstream gets a large message).
+    #[tokio::test(start_paused = true)]
+    async fn the_backend_timeout_bounds_each_write_of_a_spooled_message() {
+        struct Spools;
+        impl DataCheck for Spools {
+            type Scan = ();
+            fn scan(&self, _: &SessionInfo, _: &Envelope) {}
+        }
+        let probe = Probe {
+            slow_write: Duration::from_secs(3),
+            ..Probe::default()
+        };
+        let limits = Limits {
+            backend_timeout: HUNG_AFTER,
+            chunk_size: 1024,
+            ..Limits::default()
+        };
+        let driver = Driver::new(probe.clone(), (), config(limits)).with_checks(Spools);
+        let mut data = b"DATA\r\nSubject: big\r\n\r\n".to_vec();
+        data.extend(std::iter::repeat_n(b"0123456789abcdef\r\n".as_slice(), 300).flatten());
+        data.extend_from_slice(b".\r\nQUIT\r\n");
+        let data: &'static [u8] = data.leak();
+        let started = tokio::time::Instant::now();
+        let (_, replies) = talk(driver, vec![(MAIL, Duration::ZERO), (data, Duration::ZERO)]).await;
+        assert!(replies.contains("250 2.0.0 Message accepted"), "{replies}");
+        let writes = probe
+            .log()
+            .iter()
+            .filter(|l| l.starts_with("write"))
+            .count();
+        assert!(writes >= 5, "{writes} writes");
+        assert!(started.elapsed() > HUNG_AFTER, "{:?}", started.elapsed());
     }
 }
 
