@@ -15,7 +15,7 @@ use crate::key::{self, KeyRecord, MIN_RSA_BITS, PublicKey};
 use crate::lookup::Lookups;
 use crate::policy::{Disposition, DmarcMode};
 use crate::report::{ArcResult, Context, DkimResult, DmarcResult, Outcome, Report};
-use crate::scanner::{ArcPlan, ArcSet, BodyGroup, DkimEntry, Hasher, Parsed};
+use crate::scanner::{ArcPlan, ArcSet, BodyGroup, DkimEntry, Parsed};
 use crate::signature::{Algorithm, ChainStatus, Kind, Seal, SigError, Signature, identity_domain};
 use crate::verifier::{BodyLength, Config, MultipleAuthors};
 
@@ -243,8 +243,7 @@ async fn verify_dkim<D: Dns>(
         sig.header_canon,
         &sig.b_span,
     );
-    let digest = Hasher::digest(sig.algorithm.hash(), &input);
-    if !public.verify(sig.algorithm, &digest, &sig.b) {
+    if !public.verify(sig.algorithm, &input, &sig.b) {
         result.outcome = Outcome::Fail;
         result.reason = Some(format!("signature did not verify{testing}"));
         return result;
@@ -305,8 +304,7 @@ async fn verify_ams<D: Dns>(
         .map_err(|(_, why)| why)?;
     let public = usable_key(&key, sig.algorithm, &sig.domain, None).map_err(|(_, why)| why)?;
     let input = header_input(parsed, set.ams, &sig.headers, sig.header_canon, &sig.b_span);
-    let digest = Hasher::digest(sig.algorithm.hash(), &input);
-    if !public.verify(sig.algorithm, &digest, &sig.b) {
+    if !public.verify(sig.algorithm, &input, &sig.b) {
         return Err("signature did not verify".into());
     }
     Ok(())
@@ -324,8 +322,7 @@ async fn verify_seal<D: Dns>(
         .map_err(|(_, why)| why)?;
     let public = usable_key(&key, seal.algorithm, &seal.domain, None).map_err(|(_, why)| why)?;
     let input = seal_input(parsed, sets, j, &seal.b_span);
-    let digest = Hasher::digest(seal.algorithm.hash(), &input);
-    if !public.verify(seal.algorithm, &digest, &seal.b) {
+    if !public.verify(seal.algorithm, &input, &seal.b) {
         return Err("seal did not verify".into());
     }
     Ok(())

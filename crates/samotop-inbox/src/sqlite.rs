@@ -856,7 +856,10 @@ pub(crate) fn prune_all(
 
 fn index_round(store: &Sqlite, hooks: &Hooks) -> Result<usize, Error> {
     let limit = hooks.parse_limit;
-    let todo: Vec<(i64, i64, Vec<Vec<u8>>)> = store.readers.with(|conn| {
+    // Each message is parsed as soon as it is read, so one message's pieces are in memory at
+    // a time; one too big to parse whole is parsed for its header section, which its first
+    // piece (1 MiB compressed) holds more than.
+    let jobs: Vec<IndexJob> = store.readers.with(|conn| {
         let mut stmt = conn.prepare_cached(
             "SELECT id, size FROM message WHERE indexed = 0 ORDER BY id LIMIT ?1",
         )?;
@@ -865,24 +868,25 @@ fn index_round(store: &Sqlite, hooks: &Hooks) -> Result<usize, Error> {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
             })?
             .collect::<Result<Vec<_>, _>>()?;
-        let mut raw =
-            conn.prepare_cached("SELECT data FROM raw WHERE message = ?1 ORDER BY seq")?;
-        let mut out = Vec::new();
+        let mut raw = conn
+            .prepare_cached("SELECT data FROM raw WHERE message = ?1 AND seq < ?2 ORDER BY seq")?;
+        let mut jobs = Vec::with_capacity(ids.len());
         for (id, size) in ids {
-            let pieces = raw
-                .query_map([id], |r| r.get::<_, Vec<u8>>(0))?
+            let pieces: i64 = if size.max(0) as usize > limit {
+                1
+            } else {
+                i64::MAX
+            };
+            let data = raw
+                .query_map(params![id, pieces], |r| r.get::<_, Vec<u8>>(0))?
                 .collect::<Result<Vec<_>, _>>()?;
-            out.push((id, size, pieces));
+            jobs.push(IndexJob::parse(id, size, &data, limit));
         }
-        Ok(out)
+        Ok(jobs)
     })?;
-    if todo.is_empty() {
+    if jobs.is_empty() {
         return Ok(0);
     }
-    let jobs: Vec<IndexJob> = todo
-        .into_iter()
-        .map(|(id, size, pieces)| IndexJob::parse(id, size, &pieces, limit))
-        .collect();
     let n = jobs.len();
     let last = jobs.iter().map(|j| j.id).max().unwrap_or(0);
     store.write_blocking(move |conn| {
