@@ -27,8 +27,9 @@
 //! [`Report`]. [`Report::action`] applies the operator's [`Policy`]: tag (the default),
 //! quarantine, or refuse with [`DMARC_REJECT`] (550 5.7.1) for DMARC `enforce`.
 //!
-//! This crate is MIT OR Apache-2.0. Its cryptography is RustCrypto's `rsa` (PKCS#1 v1.5
-//! verification only), `sha1`, `sha2` and `ed25519-dalek` (BSD-3-Clause); no GPL code.
+//! This crate is MIT OR Apache-2.0. Its cryptography is ring (RSA PKCS#1 v1.5
+//! verification only; ISC-style), RustCrypto's `sha1` and `sha2`, and `ed25519-dalek`
+//! (BSD-3-Clause); no GPL code.
 //!
 //! # Example
 //!
