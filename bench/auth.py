@@ -80,7 +80,10 @@ class Dnsmasq:
         args = ["dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
                 "--port=53", f"--listen-address={addr}", "--bind-interfaces",
                 "--local=/%s/" % DOMAIN.rsplit(".", 1)[1],
-                "--user=root", f"--pid-file={d}/dnsmasq.pid"]
+                "--user=root", f"--pid-file={d}/dnsmasq.pid",
+                # dnsmasq gives its own records TTL 0 unless told: nothing would be cached,
+                # and every message would ask again (a real key record lives for hours).
+                "--local-ttl=3600"]
         for name, text in records:
             raw = text.encode()
             args.append(f"--txt-record={name}," + ",".join(
