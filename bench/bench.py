@@ -848,7 +848,7 @@ def versions(samotop):
         except Exception:  # noqa: BLE001
             return "?"
     aio = cmd([PY, "-c", "import aiosmtpd; print(aiosmtpd.__version__)"])
-    pf = cmd(["postconf", "-h", "mail_version"])
+    pf = cmd(["postconf", "-dh", "mail_version"])  # -d: no main.cf needed
     git = cmd(["git", "-C", ROOT, "describe", "--always", "--dirty"])
     return {"samotop": git, "postfix": pf, "aiosmtpd": aio, "python": platform.python_version()}
 
