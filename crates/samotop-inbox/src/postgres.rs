@@ -335,9 +335,11 @@ impl Postgres {
             config.application_name("samotop");
         }
         // Every connection commits durably, whatever the server's default; a lock wait
-        // (another receiver's stuck transaction) ends in a 4xx, not a hang.
+        // (another receiver's stuck transaction) ends in a 4xx, not a hang, and so does a
+        // statement a stalled server never finishes (the writer is one connection: it must
+        // not stay stuck behind it).
         let options = format!(
-            "{} -c synchronous_commit=on -c lock_timeout=30s",
+            "{} -c synchronous_commit=on -c lock_timeout=30s -c statement_timeout=120s",
             config.get_options().unwrap_or("")
         );
         config.options(options.trim_start());
@@ -348,6 +350,16 @@ impl Postgres {
         };
         let client = connect(&config).await.map_err(|e| open_error(e.into()))?;
         setup_schema(&client, &what).await.map_err(&open_error)?;
+        // A server run with fsync=off acknowledges commits it may lose in a crash: the
+        // inbox's 250 then promises more than the server keeps. Said once, at start.
+        if let Ok(row) = client.query_one("SHOW fsync", &[]).await {
+            if row.try_get::<_, String>(0).is_ok_and(|v| v != "on") {
+                log::warn!(
+                    "inbox: {what} runs with fsync=off: a crash of the server can lose \
+                     messages it acknowledged"
+                );
+            }
+        }
         drop(client);
         let mut origin = [0u8; 8];
         getrandom::fill(&mut origin).map_err(|e| open_error(Error::Stage(e.to_string())))?;
