@@ -1444,7 +1444,7 @@ async fn prune_all(shared: &Shared) {
             break;
         }
     }
-    run.finish(&shared.hooks);
+    run.finish(|| shared.hooks.deleted());
 }
 
 // ---- the listener -----------------------------------------------------------------------

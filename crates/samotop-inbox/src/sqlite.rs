@@ -851,7 +851,7 @@ pub(crate) fn prune_all(
             break;
         }
     }
-    run.finish(hooks);
+    run.finish(|| hooks.deleted());
 }
 
 fn index_round(store: &Sqlite, hooks: &Hooks) -> Result<usize, Error> {

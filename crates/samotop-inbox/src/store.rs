@@ -100,16 +100,11 @@ impl PruneRun {
     /// A run stops after this many steps even if more would go (the next run goes on).
     pub(crate) const MAX_STEPS: usize = 1000;
 
-    /// Counts one step's outcome; whether to take another.
+    /// Counts one step's outcome (an error is logged and ends the run); whether to take
+    /// another.
     pub(crate) fn step(&mut self, outcome: Result<Pruned, crate::Error>) -> bool {
         match outcome {
-            Ok(p) if p.messages == 0 => false,
-            Ok(p) => {
-                self.total.messages += p.messages;
-                self.total.bytes += p.bytes;
-                self.total.reason = p.reason;
-                true
-            }
+            Ok(p) => self.add(p),
             Err(e) => {
                 log::warn!("inbox: pruning failed: {e}");
                 false
@@ -117,8 +112,20 @@ impl PruneRun {
         }
     }
 
-    /// Logs what the run removed and, if anything, tells the readers.
-    pub(crate) fn finish(self, hooks: &Hooks) {
+    /// Counts one step that removed `p`; whether to take another (not after an empty one).
+    pub(crate) fn add(&mut self, p: Pruned) -> bool {
+        if p.messages == 0 {
+            return false;
+        }
+        self.total.messages += p.messages;
+        self.total.bytes += p.bytes;
+        self.total.reason = p.reason;
+        true
+    }
+
+    /// Logs what the run removed and, if anything, calls `tell` (the readers' event); the
+    /// total.
+    pub(crate) fn finish(self, tell: impl FnOnce()) -> Pruned {
         let total = self.total;
         if total.messages > 0 {
             log::info!(
@@ -127,8 +134,9 @@ impl PruneRun {
                 total.bytes,
                 total.reason
             );
-            hooks.deleted();
+            tell();
         }
+        total
     }
 }
 
@@ -737,26 +745,16 @@ impl Inbox {
     /// A database error.
     pub async fn prune_as_of(&self, now_ms: i64) -> Result<Pruned, Error> {
         let retention = self.inner.options.retention.clone();
-        let mut total = Pruned::default();
-        for _ in 0..1000 {
+        let mut run = PruneRun::default();
+        for _ in 0..PruneRun::MAX_STEPS {
             let step = on!(self, b => b.prune_step(retention.clone(), now_ms).await)?;
-            if step.messages == 0 {
+            if !run.add(step) {
                 break;
             }
-            total.messages += step.messages;
-            total.bytes += step.bytes;
-            total.reason = step.reason;
         }
-        if total.messages > 0 {
-            log::info!(
-                "inbox: pruned {} messages ({} bytes) by {}",
-                total.messages,
-                total.bytes,
-                total.reason
-            );
+        Ok(run.finish(|| {
             let _ = self.inner.events.send(Event::Changed);
-        }
-        Ok(total)
+        }))
     }
 
     /// Answers when the database answers (for `/readyz`).
