@@ -219,7 +219,7 @@ def make_body(i, rng, size=2000):
     return (f"Message-ID: <load-{i}@test>\r\nSubject: load {i}\r\n\r\n" + (line + "\r\n") * (size // 72)).encode()
 
 
-def assert_none_lost(server, acked, bodies, tries=300):
+def assert_none_lost(server, acked, bodies, tries=300, what="acknowledged but lost"):
     """Every message number in `acked` is stored (found by its Message-ID through `server`'s
     API) and, for the first 50, whole. Parsing is lazy: a message whose parse a kill
     interrupted is parsed after the restart, so the look is repeated (bounded). The stored
@@ -232,7 +232,7 @@ def assert_none_lost(server, acked, bodies, tries=300):
         time.sleep(0.1)
         ids = stored_ids(server)
         missing = [i for i in acked if f"load-{i}@test" not in ids]
-    assert missing == [], f"acknowledged but lost: {missing[:10]}"
+    assert missing == [], f"{what}: {missing[:10]}"
     for i in list(acked)[:50]:
         raw = api(server, f"/api/v1/message/{ids[f'load-{i}@test'][0]}/raw")
         assert raw.endswith(bodies[i])
