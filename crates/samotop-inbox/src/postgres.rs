@@ -417,6 +417,7 @@ impl Postgres {
                     Dialect::Postgres,
                     mailbox,
                     &filter.query,
+                    &sql::Prefixes::default(),
                     cap,
                 ))
                 .await?;

@@ -162,6 +162,13 @@ impl Readers {
             )
         })?;
         conn.busy_timeout(Duration::from_secs(5))?;
+        // The index's vocabulary, for the prefix expansion of searches (see `prefixes`); in
+        // the connection's own temp schema, so a read-only database has it too.
+        if let Err(e) = conn.execute_batch(
+            "CREATE VIRTUAL TABLE IF NOT EXISTS temp.fts_terms USING fts5vocab(main, fts, 'instance');",
+        ) {
+            log::debug!("inbox: no FTS5 vocabulary for searches: {e}");
+        }
         conn.execute_batch("PRAGMA query_only = 1;")?;
         Ok(conn)
     }
@@ -399,11 +406,13 @@ impl Sqlite {
 
     pub(crate) async fn matching(&self, filter: Filter) -> Result<Vec<i64>, Error> {
         self.read(move |conn| {
-            let (sql, _) = sql::select(
+            let prefixes = prefixes(conn, &filter.query);
+            let (sql, _) = sql::select_expanded(
                 Dialect::Sqlite,
                 "m.id",
                 filter.mailbox.as_deref(),
                 &filter.query,
+                &prefixes,
             );
             let mut stmt = conn.prepare(&sql.text)?;
             let ids = stmt
@@ -700,6 +709,7 @@ fn list_in(conn: &Connection, filter: &Filter) -> Result<Page, Error> {
     let limit = filter.limit.clamp(1, MAX_PAGE);
     let mailbox = filter.mailbox.as_deref();
     let (total, unread) = totals(conn, mailbox)?;
+    let prefixes = prefixes(conn, &filter.query);
     let (matching, matching_unread, capped) = if filter.query.is_empty() {
         (total, unread, false)
     } else {
@@ -708,11 +718,17 @@ fn list_in(conn: &Connection, filter: &Filter) -> Result<Page, Error> {
         let cap = MAX_COUNT + 1;
         let (n, u) = counts(
             conn,
-            &sql::capped_count(Dialect::Sqlite, mailbox, &filter.query, cap),
+            &sql::capped_count(Dialect::Sqlite, mailbox, &filter.query, &prefixes, cap),
         )?;
         (n.min(MAX_COUNT), u.min(MAX_COUNT), n > MAX_COUNT)
     };
-    let (mut sql, order) = sql::select(Dialect::Sqlite, SUMMARY_COLUMNS, mailbox, &filter.query);
+    let (mut sql, order) = sql::select_expanded(
+        Dialect::Sqlite,
+        SUMMARY_COLUMNS,
+        mailbox,
+        &filter.query,
+        &prefixes,
+    );
     sql.push(&format!(" ORDER BY {order} DESC LIMIT "))
         .param(Value::Int(limit as i64))
         .push(" OFFSET ")
@@ -735,6 +751,55 @@ fn list_in(conn: &Connection, filter: &Filter) -> Result<Page, Error> {
     })
 }
 
+/// At most this many terms stand for the last word of a phrase; a word that starts more
+/// (a letter or two, typed into a search box) stays an FTS5 prefix query.
+const MAX_EXPANSION: usize = 32;
+
+/// The terms of the index that each expandable last word of `query`'s phrases starts
+/// ([`sql::Prefixes`]), read from the FTS5 vocabulary one seek per term (`term >= next`, with
+/// `next` just past the previous term: FTS5 terms hold no control characters). A word whose
+/// look-up fails or finds more than [`MAX_EXPANSION`] terms is left out: it stays a prefix
+/// query, slower but the same matches.
+fn prefixes(conn: &Connection, query: &Query) -> sql::Prefixes {
+    let mut out = sql::Prefixes::default();
+    for word in sql::prefix_words(query) {
+        match expand(conn, &word) {
+            Ok(Some(terms)) => out.insert(word, terms),
+            Ok(None) => {}
+            Err(e) => log::debug!("inbox: search prefix {word:?} not expanded: {e}"),
+        }
+    }
+    out
+}
+
+fn expand(conn: &Connection, word: &str) -> Result<Option<Vec<String>>, rusqlite::Error> {
+    // The first string past every term that starts with `word` (ASCII, so one byte more).
+    let Some((&last, head)) = word.as_bytes().split_last() else {
+        return Ok(None);
+    };
+    let mut end = head.to_vec();
+    end.push(last.saturating_add(1));
+    let end = String::from_utf8_lossy(&end).into_owned();
+    let mut stmt = conn
+        .prepare_cached("SELECT term FROM temp.fts_terms WHERE term >= ?1 AND term < ?2 LIMIT 1")?;
+    let mut terms: Vec<String> = Vec::new();
+    let mut next = word.to_string();
+    // Bounded: one seek per term, at most MAX_EXPANSION + 1.
+    for _ in 0..=MAX_EXPANSION {
+        let term: Option<String> = match stmt.query_row(params![next, end], |r| r.get(0)) {
+            Ok(term) => Some(term),
+            Err(rusqlite::Error::QueryReturnedNoRows) => None,
+            Err(e) => return Err(e),
+        };
+        let Some(term) = term else {
+            return Ok(Some(terms));
+        };
+        next = format!("{term}\u{1}");
+        terms.push(term);
+    }
+    Ok(None)
+}
+
 fn wait_query(
     conn: &Connection,
     mailbox: Option<&str>,
@@ -755,7 +820,9 @@ fn wait_query(
         conn.query_row("SELECT coalesce(max(id), 0) FROM message", [], |r| r.get(0))?
     };
     let limit = limit.clamp(1, MAX_PAGE);
-    let (mut sql, order) = sql::select(Dialect::Sqlite, SUMMARY_COLUMNS, mailbox, query);
+    let prefixes = prefixes(conn, query);
+    let (mut sql, order) =
+        sql::select_expanded(Dialect::Sqlite, SUMMARY_COLUMNS, mailbox, query, &prefixes);
     sql.push(&format!(" AND {order} > "))
         .param(Value::Int(after))
         .push(&format!(" AND {order} <= "))
@@ -986,5 +1053,62 @@ mod tests {
             .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
             .expect("rows");
         assert_eq!(xs, vec![2]);
+    }
+
+    /// The vocabulary look-up behind the prefix expansion: the terms a word starts, in order,
+    /// nothing past the word's range, and no expansion for a word that starts too many.
+    #[test]
+    fn a_prefix_expands_to_the_terms_it_starts() {
+        let conn = Connection::open_in_memory().expect("memory database");
+        conn.execute_batch(
+            "CREATE VIRTUAL TABLE fts USING fts5(body, content='', contentless_delete=1, \
+             tokenize='unicode61 remove_diacritics 2');
+             CREATE VIRTUAL TABLE temp.fts_terms USING fts5vocab(main, fts, 'instance');",
+        )
+        .expect("tables");
+        let many: Vec<String> = (0..40).map(|i| format!("many{i}")).collect();
+        let bodies = [
+            "report reports repo Caf\u{e9} sour",
+            "reporter source sources",
+            &many.join(" "),
+        ];
+        for (i, body) in bodies.iter().enumerate() {
+            conn.execute(
+                "INSERT INTO fts (rowid, body) VALUES (?1, ?2)",
+                params![i as i64 + 1, body],
+            )
+            .expect("insert");
+        }
+        let terms = |w: &str| expand(&conn, w).expect("vocabulary");
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            terms("rep"),
+            Some(strings(&["repo", "report", "reporter", "reports"]))
+        );
+        assert_eq!(terms("source"), Some(strings(&["source", "sources"])));
+        assert_eq!(terms("cafe"), Some(strings(&["cafe"])));
+        assert_eq!(terms("zz"), Some(Vec::new()));
+        assert_eq!(
+            terms("many3"),
+            Some(strings(&[
+                "many3", "many30", "many31", "many32", "many33", "many34", "many35", "many36",
+                "many37", "many38", "many39"
+            ]))
+        );
+        assert_eq!(terms("many"), None, "40 terms: more than MAX_EXPANSION");
+        let q = Query::parse("rep from:sour -many \"x y sou\"").expect("query");
+        let p = prefixes(&conn, &q);
+        let (sql, _) = sql::select_expanded(Dialect::Sqlite, "m.id", None, &q, &p);
+        let expanded = "(\"repo\" OR \"report\" OR \"reporter\" OR \"reports\") AND \
+                        from_addr : (\"sour\" OR \"source\" OR \"sources\") AND \
+                        (\"x y sour\" OR \"x y source\" OR \"x y sources\")";
+        assert_eq!(
+            sql.params,
+            vec![
+                Value::Text("\"many\"*".into()),
+                Value::Text(expanded.into())
+            ],
+            "a word with too many terms stays a prefix query"
+        );
     }
 }

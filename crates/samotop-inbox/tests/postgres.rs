@@ -244,6 +244,12 @@ async fn search_syntax_over_the_index() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_prefixes_find_every_term_they_start() {
+    let inbox = open("prefixes", Options::default()).await;
+    common::search_prefixes_find_every_term_they_start(&inbox, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_returns_on_arrival_and_its_cursor_misses_nothing() {
     let inbox = open("wait", Options::default()).await;
     common::wait_returns_on_arrival_and_its_cursor_misses_nothing(&inbox).await;

@@ -41,6 +41,12 @@ async fn search_syntax_over_the_index() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_prefixes_find_every_term_they_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    common::search_prefixes_find_every_term_they_start(&open(&dir), true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_returns_on_arrival_and_its_cursor_misses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     common::wait_returns_on_arrival_and_its_cursor_misses_nothing(&open(&dir)).await;

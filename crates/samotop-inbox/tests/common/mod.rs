@@ -682,3 +682,58 @@ pub async fn a_search_over_the_cap_says_so(inbox: &Inbox) {
     assert!(!narrow.messages_count_capped);
     assert_eq!(narrow.messages_count, n.div_ceil(100) as u64);
 }
+
+/// A word's prefix finds every term it starts, however many: one term, a few (the SQLite
+/// store reads them from the FTS5 vocabulary as exact terms), more than the expansion takes
+/// (a prefix query again), inside a phrase and a field, and words with diacritics
+/// (`folds_diacritics`: SQLite's `unicode61 remove_diacritics 2` finds `café` for `cafe`;
+/// PostgreSQL's words keep their diacritics).
+pub async fn search_prefixes_find_every_term_they_start(inbox: &Inbox, folds_diacritics: bool) {
+    let many: Vec<String> = (1..=40).map(|i| format!("zq{i}")).collect();
+    send(inbox, "a@p.test", "quarterly report", &many.join(" ")).await;
+    send(
+        inbox,
+        "b@p.test",
+        "replies",
+        "caf\u{e9} cr\u{e8}me br\u{fb}l\u{e9}e",
+    )
+    .await;
+    send(inbox, "c@p.test", "other", "nothing here").await;
+    wait_for(inbox, None, "subject:other").await;
+    let count = |q: &str| {
+        let inbox = inbox.clone();
+        let q = q.to_string();
+        async move {
+            let f = Filter {
+                query: Query::parse(&q).expect("query"),
+                limit: 50,
+                ..Filter::default()
+            };
+            inbox.list(&f).await.expect("list").messages_count
+        }
+    };
+    let cases: &[(&str, u64)] = &[
+        ("report", 1),
+        ("rep", 2),
+        ("subject:rep", 2),
+        ("-rep", 1),
+        ("zq", 1),
+        ("zq3", 1),
+        ("zq40", 1),
+        ("zq41", 0),
+        ("\"zq3 zq4\"", 1),
+        ("\"zq3 zq5\"", 0),
+        ("-zq", 2),
+        ("cafe", u64::from(folds_diacritics)),
+        ("caf", 1),
+        ("caf\u{e9}", 1),
+        ("br\u{fb}l", 1),
+        ("to:a@p.te", 1),
+        ("to:p.test", 3),
+        ("from:alice@exa", 3),
+        ("xyzzy", 0),
+    ];
+    for &(q, want) in cases {
+        assert_eq!(count(q).await, want, "{q}");
+    }
+}
