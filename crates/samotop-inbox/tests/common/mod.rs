@@ -227,6 +227,16 @@ pub async fn one_inbox_per_address_and_bcc_stays_private(inbox: &Inbox) {
 }
 
 /// Mailpit's search syntax and `rcpt:` over the full-text index; read state; delete by search.
+/// How many messages match the search `q` (the capped count of a list).
+pub async fn count(inbox: &Inbox, q: &str) -> u64 {
+    let f = Filter {
+        query: Query::parse(q).expect("query"),
+        limit: 50,
+        ..Filter::default()
+    };
+    inbox.list(&f).await.expect("list").messages_count
+}
+
 pub async fn search_syntax_over_the_index(inbox: &Inbox) {
     send(inbox, "x@one.test", "quarterly report", "numbers inside").await;
     send(inbox, "y@two.test", "lunch", "pizza today").await;
@@ -236,39 +246,27 @@ Content-Type: multipart/mixed; boundary=q\r\n\r\n--q\r\nContent-Type: text/plain
 a,b\r\n--q--\r\n";
     deliver(inbox, "b@example.com", &["z@two.test"], att).await;
     wait_for(inbox, None, "subject:file").await;
-    let count = |q: &str| {
-        let inbox = inbox.clone();
-        let q = q.to_string();
-        async move {
-            let f = Filter {
-                query: Query::parse(&q).expect("query"),
-                limit: 50,
-                ..Filter::default()
-            };
-            inbox.list(&f).await.expect("list").messages_count
-        }
-    };
-    assert_eq!(count("").await, 3);
-    assert_eq!(count("report").await, 1);
-    assert_eq!(count("repo").await, 1, "prefix");
-    assert_eq!(count("pizza").await, 1, "body text");
-    assert_eq!(count("-pizza").await, 2);
-    assert_eq!(count("subject:\"quarterly report\"").await, 1);
-    assert_eq!(count("subject:lunch pizza").await, 1);
-    assert_eq!(count("subject:pizza").await, 0);
-    assert_eq!(count("from:b@example.com").await, 1);
-    assert_eq!(count("has:attachment").await, 1);
-    assert_eq!(count("-has:attachment").await, 2);
-    assert_eq!(count("rcpt:y@two.test").await, 1);
-    assert_eq!(count("rcpt:two.test").await, 2);
-    assert_eq!(count("rcpt:@one.test").await, 1);
-    assert_eq!(count("is:unread").await, 3);
-    assert_eq!(count("larger:100k").await, 0);
-    assert_eq!(count("smaller:100k").await, 3);
-    assert_eq!(count("after:2000-01-01").await, 3);
-    assert_eq!(count("before:2000-01-01").await, 0);
+    assert_eq!(count(inbox, "").await, 3);
+    assert_eq!(count(inbox, "report").await, 1);
+    assert_eq!(count(inbox, "repo").await, 1, "prefix");
+    assert_eq!(count(inbox, "pizza").await, 1, "body text");
+    assert_eq!(count(inbox, "-pizza").await, 2);
+    assert_eq!(count(inbox, "subject:\"quarterly report\"").await, 1);
+    assert_eq!(count(inbox, "subject:lunch pizza").await, 1);
+    assert_eq!(count(inbox, "subject:pizza").await, 0);
+    assert_eq!(count(inbox, "from:b@example.com").await, 1);
+    assert_eq!(count(inbox, "has:attachment").await, 1);
+    assert_eq!(count(inbox, "-has:attachment").await, 2);
+    assert_eq!(count(inbox, "rcpt:y@two.test").await, 1);
+    assert_eq!(count(inbox, "rcpt:two.test").await, 2);
+    assert_eq!(count(inbox, "rcpt:@one.test").await, 1);
+    assert_eq!(count(inbox, "is:unread").await, 3);
+    assert_eq!(count(inbox, "larger:100k").await, 0);
+    assert_eq!(count(inbox, "smaller:100k").await, 3);
+    assert_eq!(count(inbox, "after:2000-01-01").await, 3);
+    assert_eq!(count(inbox, "before:2000-01-01").await, 0);
     assert_eq!(
-        count("\"\" !!! -").await,
+        count(inbox, "\"\" !!! -").await,
         3,
         "terms without words match everything"
     );
@@ -281,8 +279,8 @@ a,b\r\n--q--\r\n";
         .expect("list");
     let ids: Vec<String> = all.messages.iter().take(2).map(|m| m.id.clone()).collect();
     inbox.set_read(Some(&ids), None, true).await.expect("read");
-    assert_eq!(count("is:read").await, 2);
-    assert_eq!(count("is:unread").await, 1);
+    assert_eq!(count(inbox, "is:read").await, 2);
+    assert_eq!(count(inbox, "is:unread").await, 1);
     let page = inbox
         .list(&Filter {
             limit: 50,
@@ -292,13 +290,13 @@ a,b\r\n--q--\r\n";
         .expect("list");
     assert_eq!((page.total, page.unread), (3, 1));
     inbox.set_read(None, None, false).await.expect("unread all");
-    assert_eq!(count("is:unread").await, 3);
+    assert_eq!(count(inbox, "is:unread").await, 3);
     let f = Filter {
         query: Query::parse("rcpt:two.test").expect("q"),
         ..Filter::default()
     };
     assert_eq!(inbox.delete_matching(&f).await.expect("delete"), 2);
-    assert_eq!(count("").await, 1);
+    assert_eq!(count(inbox, "").await, 1);
 }
 
 /// The wait returns on arrival, and its cursor misses nothing between two calls.
@@ -700,18 +698,6 @@ pub async fn search_prefixes_find_every_term_they_start(inbox: &Inbox, folds_dia
     .await;
     send(inbox, "c@p.test", "other", "nothing here").await;
     wait_for(inbox, None, "subject:other").await;
-    let count = |q: &str| {
-        let inbox = inbox.clone();
-        let q = q.to_string();
-        async move {
-            let f = Filter {
-                query: Query::parse(&q).expect("query"),
-                limit: 50,
-                ..Filter::default()
-            };
-            inbox.list(&f).await.expect("list").messages_count
-        }
-    };
     let cases: &[(&str, u64)] = &[
         ("report", 1),
         ("rep", 2),
@@ -734,6 +720,6 @@ pub async fn search_prefixes_find_every_term_they_start(inbox: &Inbox, folds_dia
         ("xyzzy", 0),
     ];
     for &(q, want) in cases {
-        assert_eq!(count(q).await, want, "{q}");
+        assert_eq!(count(inbox, q).await, want, "{q}");
     }
 }
