@@ -83,7 +83,13 @@ class Dnsmasq:
                 "--user=root", f"--pid-file={d}/dnsmasq.pid",
                 # dnsmasq gives its own records TTL 0 unless told: nothing would be cached,
                 # and every message would ask again (a real key record lives for hours).
-                "--local-ttl=3600"]
+                "--local-ttl=3600",
+                # Authoritative for the zone, so "no such name" comes with an SOA (negative
+                # TTL 3600, RFC 2308) as from any real name server: without one (plain
+                # --local) no resolver may keep the answer, and the DMARC tree walk's
+                # question for _dmarc.example would reach dnsmasq for every message.
+                "--auth-server=ns.%s,%s" % (DOMAIN.rsplit(".", 1)[1], addr),
+                "--auth-zone=%s" % DOMAIN.rsplit(".", 1)[1], "--auth-ttl=3600"]
         for name, text in records:
             raw = text.encode()
             args.append(f"--txt-record={name}," + ",".join(

@@ -135,7 +135,10 @@ mod verify;
 pub use canon::Canonicalization;
 pub use check::{AuthCheck, AuthScan};
 pub use dmarc::{Alignment, MAX_WALK_QUERIES};
-pub use dns::{Dns, DnsError, QUERY_ATTEMPTS, QUERY_DEADLINE, QUERY_TIMEOUT, Resolver, Zone};
+pub use dns::{
+    Dns, DnsError, MAX_CACHED_ANSWERS, QUERY_ATTEMPTS, QUERY_DEADLINE, QUERY_TIMEOUT, Resolver,
+    Zone,
+};
 pub use error::Error;
 pub use header::{DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADER_FIELDS};
 pub use key::{MAX_RSA_BITS, MIN_RSA_BITS};
