@@ -226,68 +226,57 @@ async fn bounded<T>(query: impl Future<Output = Result<T, DnsError>>) -> Result<
 }
 
 impl Dns for Resolver {
-    fn txt(&self, name: &str) -> impl Future<Output = Result<Vec<Vec<u8>>, DnsError>> + Send {
-        let kept = self.answers.get(false, name);
-        let owned = name.to_owned();
-        let name = fqdn(name);
-        async move {
-            if let Some(Kept::Txt(records)) = kept {
-                return Ok(records);
-            }
-            bounded(async move {
-                let lookup = match self.inner.txt_lookup(name?).await {
-                    Ok(lookup) => lookup,
-                    Err(e) if e.is_no_records_found() => {
-                        let until = negative_until(&e);
-                        self.answers
-                            .put(false, &owned, until, Kept::Txt(Vec::new()));
-                        return Ok(Vec::new());
-                    }
-                    Err(e) => return Err(temporary(e)),
-                };
-                let records: Vec<Vec<u8>> = lookup
-                    .answers()
-                    .iter()
-                    .filter_map(|r| match &r.data {
-                        RData::TXT(txt) => Some(
-                            txt.txt_data
-                                .iter()
-                                .flat_map(|s| s.iter())
-                                .copied()
-                                .collect(),
-                        ),
-                        _ => None,
-                    })
-                    .collect();
-                let until = Some(lookup.valid_until());
-                self.answers
-                    .put(false, &owned, until, Kept::Txt(records.clone()));
-                Ok(records)
-            })
-            .await
+    async fn txt(&self, name: &str) -> Result<Vec<Vec<u8>>, DnsError> {
+        if let Some(Kept::Txt(records)) = self.answers.get(false, name) {
+            return Ok(records); // a hit: no name parse, no copy of the question
         }
+        bounded(async {
+            let lookup = match self.inner.txt_lookup(fqdn(name)?).await {
+                Ok(lookup) => lookup,
+                Err(e) if e.is_no_records_found() => {
+                    self.answers
+                        .put(false, name, negative_until(&e), Kept::Txt(Vec::new()));
+                    return Ok(Vec::new());
+                }
+                Err(e) => return Err(temporary(e)),
+            };
+            let records: Vec<Vec<u8>> = lookup
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::TXT(txt) => Some(
+                        txt.txt_data
+                            .iter()
+                            .flat_map(|s| s.iter())
+                            .copied()
+                            .collect(),
+                    ),
+                    _ => None,
+                })
+                .collect();
+            let until = Some(lookup.valid_until());
+            self.answers
+                .put(false, name, until, Kept::Txt(records.clone()));
+            Ok(records)
+        })
+        .await
     }
 
-    fn exists(&self, name: &str) -> impl Future<Output = Result<bool, DnsError>> + Send {
-        let kept = self.answers.get(true, name);
-        let owned = name.to_owned();
-        let name = fqdn(name);
-        async move {
-            if let Some(Kept::Exists(exists)) = kept {
-                return Ok(exists);
-            }
-            bounded(async move {
-                let (exists, until) = match self.inner.lookup(name?, RecordType::A).await {
-                    Ok(lookup) => (true, Some(lookup.valid_until())),
-                    Err(e) if e.is_nx_domain() => (false, negative_until(&e)),
-                    Err(e) if e.is_no_records_found() => (true, negative_until(&e)),
-                    Err(e) => return Err(temporary(e)),
-                };
-                self.answers.put(true, &owned, until, Kept::Exists(exists));
-                Ok(exists)
-            })
-            .await
+    async fn exists(&self, name: &str) -> Result<bool, DnsError> {
+        if let Some(Kept::Exists(exists)) = self.answers.get(true, name) {
+            return Ok(exists);
         }
+        bounded(async {
+            let (exists, until) = match self.inner.lookup(fqdn(name)?, RecordType::A).await {
+                Ok(lookup) => (true, Some(lookup.valid_until())),
+                Err(e) if e.is_nx_domain() => (false, negative_until(&e)),
+                Err(e) if e.is_no_records_found() => (true, negative_until(&e)),
+                Err(e) => return Err(temporary(e)),
+            };
+            self.answers.put(true, name, until, Kept::Exists(exists));
+            Ok(exists)
+        })
+        .await
     }
 }
 
@@ -593,10 +582,16 @@ mod cache_tests {
         assert_eq!(server.count("ttl1.example"), 2, "expired, asked again");
 
         // SERVFAIL: a temporary failure, asked again every time.
+        let mut asked = Vec::new();
         for _ in 0..2 {
             let failed = resolver.txt("broken.example").await;
             assert!(matches!(failed, Err(DnsError::Temporary(_))), "{failed:?}");
+            asked.push(server.count("broken.example"));
         }
-        assert!(server.count("broken.example") >= 2, "failures are not kept");
+        // hickory may retry within one look-up: the second look-up must ask again.
+        assert!(
+            asked[0] >= 1 && asked[1] > asked[0],
+            "failures are not kept: {asked:?}"
+        );
     }
 }
