@@ -134,6 +134,7 @@ mod id;
 mod limits;
 mod observe;
 pub mod reply;
+mod sealed;
 mod session;
 mod spool;
 pub mod trace;
@@ -149,6 +150,7 @@ pub use guard::{Guard, Guards, Note, Verdict};
 pub use limits::Limits;
 pub use observe::{Limit, Observation, Observer, Observers, Origin};
 pub use reply::{Refusal, Reply};
+pub use sealed::SealedFile;
 pub use session::{Answer, DataDecoder, End, Event, Session, SessionConfig, Stage, Stats};
 pub use spool::{Spool, SpoolReader};
 

@@ -1,24 +1,22 @@
 //! [`Spool`]: a message held while end-of-data checks decide, in memory up to a bound and then
 //! in an unlinked temporary file that holds only ciphertext.
 
-use std::fs::File;
 use std::io;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use chacha20::ChaCha20;
-use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
+
+use crate::SealedFile;
 
 /// The whole message as the client sent it (dot-unstuffed), held until the end-of-data
 /// checks ([`DataCheck`](crate::DataCheck)) have decided, then streamed into the backend.
 ///
 /// Memory is bounded by construction: up to `memory_limit` bytes stay in memory; past that the
-/// spool moves into an unlinked temporary file (`tempfile::tempfile`, in `TMPDIR`), so a
-/// 100 MB message costs at most `memory_limit` of anonymous memory. What goes to the file is
-/// encrypted with ChaCha20 under a key made for this message and kept only in memory, so
-/// no plaintext of the message ever reaches the disk through the spool (DESIGN.md:
-/// encryption at rest means no plaintext in a spool), and the file is gone when the spool is
-/// dropped, whatever happens.
+/// spool moves into a [`SealedFile`] (unlinked, in `TMPDIR`), so a 100 MB message costs at
+/// most `memory_limit` of anonymous memory. What goes to the file is encrypted with ChaCha20
+/// under a key made for this message and kept only in memory, so no plaintext of the message
+/// ever reaches the disk through the spool (DESIGN.md: encryption at rest means no plaintext
+/// in a spool), and the file is gone when the spool is dropped, whatever happens.
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
@@ -37,9 +35,7 @@ use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
 pub struct Spool {
     memory: BytesMut,
     memory_limit: usize,
-    file: Option<Arc<File>>,
-    key: [u8; 32],
-    nonce: [u8; 12],
+    file: Option<Arc<SealedFile>>,
     len: u64,
 }
 
@@ -59,8 +55,6 @@ impl Spool {
             memory: BytesMut::new(),
             memory_limit,
             file: None,
-            key: [0; 32],
-            nonce: [0; 12],
             len: 0,
         }
     }
@@ -100,19 +94,14 @@ impl Spool {
         let file = match &self.file {
             Some(file) => file.clone(),
             None => {
-                getrandom::fill(&mut self.key).map_err(io::Error::other)?;
-                getrandom::fill(&mut self.nonce).map_err(io::Error::other)?;
-                let file = blocking(tempfile::tempfile).await?;
-                let file = Arc::new(file);
+                let file = Arc::new(blocking(SealedFile::new).await?);
                 self.file = Some(file.clone());
                 file
             }
         };
         // The bytes in memory (written before the move) start at 0; the rest at the end.
         let offset = self.len - (plain.len() - chunk.len()) as u64;
-        let mut cipher = self.cipher(offset);
-        cipher.apply_keystream(&mut plain);
-        blocking(move || write_all_at(&file, &plain, offset)).await?;
+        blocking(move || file.write_all_at(&mut plain, offset)).await?;
         self.len += chunk.len() as u64;
         Ok(())
     }
@@ -123,12 +112,6 @@ impl Spool {
             spool: self,
             offset: 0,
         }
-    }
-
-    fn cipher(&self, offset: u64) -> ChaCha20 {
-        let mut cipher = ChaCha20::new(&self.key.into(), &self.nonce.into());
-        cipher.seek(offset);
-        cipher
     }
 }
 
@@ -159,13 +142,12 @@ impl SpoolReader<'_> {
             )));
         };
         let offset = self.offset;
-        let mut buf = blocking(move || {
+        let buf = blocking(move || {
             let mut buf = vec![0u8; want];
-            read_exact_at(&file, &mut buf, offset)?;
+            file.read_exact_at(&mut buf, offset)?;
             Ok(buf)
         })
         .await?;
-        spool.cipher(offset).apply_keystream(&mut buf);
         self.offset += want as u64;
         Ok(Some(Bytes::from(buf)))
     }
@@ -177,16 +159,6 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(job)
         .await
         .map_err(|e| io::Error::other(format!("spool task failed: {e}")))?
-}
-
-#[cfg(unix)]
-fn write_all_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
-    std::os::unix::fs::FileExt::write_all_at(file, buf, offset)
-}
-
-#[cfg(unix)]
-fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
-    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
 }
 
 #[cfg(test)]
@@ -231,7 +203,7 @@ mod tests {
         spool.write(&secret).await.expect("write");
         let file = spool.file.clone().expect("in a file");
         let mut raw = vec![0u8; secret.len()];
-        read_exact_at(&file, &mut raw, 0).expect("read raw");
+        std::os::unix::fs::FileExt::read_exact_at(file.raw(), &mut raw, 0).expect("read raw");
         assert_ne!(raw, secret);
         assert!(!raw.windows(6).any(|w| w == b"launch"));
         assert_eq!(read_all(&spool, 1000).await, secret);

@@ -121,7 +121,8 @@ CREATE TRIGGER IF NOT EXISTS recipient_uncounted AFTER DELETE ON recipient BEGIN
 END;
 CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(
     subject, from_addr, to_addr, cc_addr, bcc_addr, reply_to, message_id, headers, body,
-    content='', contentless_delete=1, tokenize='unicode61 remove_diacritics 2'
+    content='', contentless_delete=1, tokenize='unicode61 remove_diacritics 2',
+    prefix='1 2'
 );
 ";
 
@@ -755,6 +756,22 @@ fn list_in(conn: &Connection, filter: &Filter) -> Result<Page, Error> {
 /// (a letter or two, typed into a search box) stays an FTS5 prefix query.
 const MAX_EXPANSION: usize = 32;
 
+/// The longest prefix the FTS5 table keeps an index of its own for (`prefix='1 2'`): a
+/// phrase whose last word is this short is one doclist there, read in rowid order like a
+/// plain word, so it is not expanded.
+const INDEXED_PREFIX: usize = 2;
+
+/// True when the store's FTS5 table has the one- and two-letter prefix indexes (stores made
+/// before them do not: there, short words are expanded like the others).
+fn has_prefix_index(conn: &Connection) -> bool {
+    conn.prepare_cached(
+        "SELECT count(*) FROM sqlite_master WHERE name = 'fts' AND sql LIKE '%prefix=''1 2''%'",
+    )
+    .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
+    .map(|n| n > 0)
+    .unwrap_or(false)
+}
+
 /// The terms of the index that each expandable last word of `query`'s phrases starts
 /// ([`sql::Prefixes`]), read from the FTS5 vocabulary one seek per term (`term >= next`, with
 /// `next` just past the previous term: FTS5 terms hold no control characters). A word whose
@@ -762,7 +779,11 @@ const MAX_EXPANSION: usize = 32;
 /// query, slower but the same matches.
 fn prefixes(conn: &Connection, query: &Query) -> sql::Prefixes {
     let mut out = sql::Prefixes::default();
+    let mut indexed: Option<bool> = None;
     for word in sql::prefix_words(query) {
+        if word.len() <= INDEXED_PREFIX && *indexed.get_or_insert_with(|| has_prefix_index(conn)) {
+            continue;
+        }
         match expand(conn, &word) {
             Ok(Some(terms)) => out.insert(word, terms),
             Ok(None) => {}
@@ -1110,5 +1131,73 @@ mod tests {
             ],
             "a word with too many terms stays a prefix query"
         );
+    }
+    /// One- and two-letter words are left to the FTS5 prefix index where the store has it
+    /// (`prefix='1 2'`), and find the same messages as in a store without it, where they
+    /// are expanded.
+    #[test]
+    fn short_words_use_the_prefix_index_where_there_is_one() {
+        let search = |prefix: &str| {
+            let conn = Connection::open_in_memory().expect("memory database");
+            conn.execute_batch(&format!(
+                "CREATE VIRTUAL TABLE fts USING fts5(subject, body, content='', \
+                 contentless_delete=1, tokenize='unicode61 remove_diacritics 2'{prefix});
+                 CREATE VIRTUAL TABLE temp.fts_terms USING fts5vocab(main, fts, 'instance');"
+            ))
+            .expect("tables");
+            let rows = [
+                ("xmas", "report"),
+                ("hello", "x-ray"),
+                ("re: x", "Caf\u{e9}"),
+                ("other", "words"),
+            ];
+            for (i, (subject, body)) in rows.iter().enumerate() {
+                conn.execute(
+                    "INSERT INTO fts (rowid, subject, body) VALUES (?1, ?2, ?3)",
+                    params![i as i64 + 1, subject, body],
+                )
+                .expect("insert");
+            }
+            let found = |q: &str| -> (Vec<Value>, Vec<i64>) {
+                let q = Query::parse(q).expect("query");
+                let p = prefixes(&conn, &q);
+                let (mut sql, _) = sql::select_expanded(Dialect::Sqlite, "m.id", None, &q, &p);
+                let expr = sql.params.clone();
+                sql.text = "SELECT rowid FROM fts WHERE fts MATCH ?1 ORDER BY rowid".into();
+                sql.params.truncate(1);
+                let ids = conn
+                    .prepare(&sql.text)
+                    .and_then(|mut s| {
+                        s.query_map(params_from_iter(sql.params.iter().map(to_sql)), |r| {
+                            r.get(0)
+                        })?
+                        .collect()
+                    })
+                    .expect("search");
+                (expr, ids)
+            };
+            (
+                has_prefix_index(&conn),
+                found("x"),
+                found("re"),
+                found("ca"),
+            )
+        };
+        let (indexed, x, re, ca) = search(", prefix='1 2'");
+        assert!(indexed);
+        assert_eq!(x, (vec![Value::Text("\"x\"*".into())], vec![1, 2, 3]));
+        assert_eq!(re, (vec![Value::Text("\"re\"*".into())], vec![1, 3]));
+        assert_eq!(ca.1, vec![3]);
+        let (indexed, x_old, re_old, ca_old) = search("");
+        assert!(!indexed);
+        assert_eq!(x_old.1, x.1);
+        assert_eq!(
+            re_old,
+            (
+                vec![Value::Text("(\"re\" OR \"report\")".into())],
+                vec![1, 3]
+            )
+        );
+        assert_eq!(ca_old.1, ca.1);
     }
 }

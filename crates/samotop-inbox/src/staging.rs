@@ -1,8 +1,10 @@
 //! [`Staging`]: a message compressed (zstd) as it streams in, in memory up to a bound and then
-//! in an unlinked temporary file, until the store's commit takes it in pieces.
+//! in an unlinked temporary file that holds only ciphertext ([`SealedFile`]), until the
+//! store's commit takes it in pieces.
 
-use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Write};
+
+use samotop_core::SealedFile;
 
 /// Compressed bytes kept in memory before the staging moves into a temporary file.
 const SPILL_AT: usize = 1024 * 1024;
@@ -11,24 +13,26 @@ pub(crate) const PIECE: usize = 1024 * 1024;
 /// zstd level: fast, and most mail compresses 3-5x at it.
 const LEVEL: i32 = 3;
 
-/// The compressed stream's sink: memory, then a temporary file.
+/// The compressed stream's sink: memory, then a [`SealedFile`] (so no plaintext of a big
+/// message reaches the disk before the store has it; the store's own encryption is the
+/// operator's choice of database, not ours).
 #[derive(Debug, Default)]
 pub(crate) struct Spill {
     memory: Vec<u8>,
-    file: Option<File>,
+    file: Option<SealedFile>,
     len: u64,
 }
 
 impl Write for Spill {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.file.is_none() && self.memory.len() + buf.len() > SPILL_AT {
-            let mut file = tempfile::tempfile()?;
-            file.write_all(&self.memory)?;
-            self.memory = Vec::new();
+            let file = SealedFile::new()?;
+            let mut memory = std::mem::take(&mut self.memory);
+            file.write_all_at(&mut memory, 0)?;
             self.file = Some(file);
         }
-        match &mut self.file {
-            Some(file) => file.write_all(buf)?,
+        match &self.file {
+            Some(file) => file.write_all_at(&mut buf.to_vec(), self.len)?,
             None => self.memory.extend_from_slice(buf),
         }
         self.len += buf.len() as u64;
@@ -91,15 +95,14 @@ impl Pieces<'_> {
             return Ok(None);
         }
         let want = (self.spill.len - self.offset).min(PIECE as u64) as usize;
-        let piece = match &mut self.spill.file {
+        let piece = match &self.spill.file {
             None => {
                 let start = self.offset as usize;
                 self.spill.memory[start..start + want].to_vec()
             }
             Some(file) => {
-                file.seek(SeekFrom::Start(self.offset))?;
                 let mut buf = vec![0; want];
-                file.read_exact(&mut buf)?;
+                file.read_exact_at(&mut buf, self.offset)?;
                 buf
             }
         };
@@ -196,6 +199,7 @@ mod tests {
         }
         assert_eq!(staging.size(), data.len() as u64);
         let mut spill = staging.finish().expect("finish");
+        assert_eq!(spill.in_memory(), spill.len() <= SPILL_AT as u64);
         let mut pieces = Vec::new();
         let mut it = spill.pieces();
         while let Some(p) = it.next_piece().expect("piece") {
