@@ -346,3 +346,24 @@ def test_sample_inbox_with_a_webhook_route(tmp_path, run):
         assert len(list(admin.iterdir())) == 1
     finally:
         hook.close()
+
+
+def test_a_trigger_must_time_out_before_the_backend_timeout():
+    """A webhook or command still running when the session's backend timeout answers 451
+    could take the message after all, and the client sends it again: the server refuses to
+    start with such timeouts, in a route too, and names both flags."""
+    hook = ["--deliver", "http://127.0.0.1:9/in"]
+    code, _, err = check(*hook, "--backend-timeout", "20", "--webhook-timeout", "20")
+    assert code == 2, err
+    assert "--webhook-timeout 20 must be shorter than --backend-timeout 20" in err, err
+    code, _, err = check("--deliver", "null", "--route", "a@x.test=exec:/bin/true",
+                         "--backend-timeout", "30", "--exec-timeout", "45")
+    assert code == 2, err
+    assert "--exec-timeout 45 must be shorter than --backend-timeout 30" in err, err
+    # Shorter is fine, and so are the defaults (30 s and 60 s against 120 s); a trigger's
+    # timeout does not matter where no trigger is configured.
+    for args in (["--backend-timeout", "20", "--webhook-timeout", "19.5"], []):
+        code, _, err = check(*hook, *args)
+        assert code == 0, err
+    code, _, err = check("--deliver", "null", "--backend-timeout", "5")
+    assert code == 0, err

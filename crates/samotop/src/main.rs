@@ -406,10 +406,15 @@ async fn backend(
                 ));
             }
         },
-        Deliver::Webhook(url) => trigger::webhook(&cli.trigger, url)?,
-        Deliver::Exec(command) => trigger::exec(&cli.trigger, command)?,
+        Deliver::Webhook(url) => trigger::webhook(&cli.trigger, url, backend_timeout(cli)?)?,
+        Deliver::Exec(command) => trigger::exec(&cli.trigger, command, backend_timeout(cli)?)?,
     };
     encrypt::wrap(&cli.encrypt, plain)
+}
+
+/// `--backend-timeout`, which a trigger's own timeout must stay below.
+fn backend_timeout(cli: &Cli) -> Result<std::time::Duration, String> {
+    seconds("backend-timeout", cli.backend_timeout)
 }
 
 /// The Maildir the flags describe (its directories not made yet).
@@ -450,8 +455,8 @@ async fn check(cli: &Cli, name: &str) -> Result<(), String> {
     let dry = async |d: &Deliver| -> Result<BoxDispatch, String> {
         match d {
             Deliver::Maildir(dir) => Ok(BoxDispatch::new(maildir(cli, dir)?)),
-            Deliver::Webhook(url) => trigger::webhook(&cli.trigger, url),
-            Deliver::Exec(command) => trigger::exec(&cli.trigger, command),
+            Deliver::Webhook(url) => trigger::webhook(&cli.trigger, url, backend_timeout(cli)?),
+            Deliver::Exec(command) => trigger::exec(&cli.trigger, command, backend_timeout(cli)?),
             _ => Ok(BoxDispatch::new(Null)),
         }
     };

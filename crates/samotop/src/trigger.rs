@@ -181,11 +181,39 @@ pub fn shown(deliver: &Deliver) -> String {
     }
 }
 
-/// `--deliver http(s)://...`.
-pub fn webhook(args: &TriggerArgs, url: &str) -> Result<BoxDispatch, String> {
+/// A trigger's own timeout, which must end before the session's `--backend-timeout`: past
+/// that the client has its 451 and sends again while the endpoint or the command may still
+/// take the message, which would then run twice.
+fn before_backend(
+    flag: &str,
+    own: f64,
+    backend: std::time::Duration,
+) -> Result<std::time::Duration, String> {
+    let own_timeout = seconds(flag, own)?;
+    if own_timeout >= backend {
+        return Err(format!(
+            "--{flag} {own} must be shorter than --backend-timeout {}: past the backend \
+             timeout the client has its 451 and sends the message again, while the first \
+             attempt may still be taken",
+            backend.as_secs_f64()
+        ));
+    }
+    Ok(own_timeout)
+}
+
+/// `--deliver http(s)://...`; `backend` is the session's `--backend-timeout`.
+pub fn webhook(
+    args: &TriggerArgs,
+    url: &str,
+    backend: std::time::Duration,
+) -> Result<BoxDispatch, String> {
     let mut hook = Webhook::new(url)
         .map_err(|e| e.to_string())?
-        .timeout(seconds("webhook-timeout", args.webhook_timeout)?);
+        .timeout(before_backend(
+            "webhook-timeout",
+            args.webhook_timeout,
+            backend,
+        )?);
     let secret = match (&args.webhook_secret, &args.webhook_secret_file) {
         (Some(s), _) => Some(s.clone()),
         (None, Some(file)) => Some(
@@ -214,12 +242,16 @@ pub fn webhook(args: &TriggerArgs, url: &str) -> Result<BoxDispatch, String> {
     Ok(BoxDispatch::new(hook))
 }
 
-/// `--deliver exec:PROGRAM ARG...`.
-pub fn exec(args: &TriggerArgs, command: &str) -> Result<BoxDispatch, String> {
+/// `--deliver exec:PROGRAM ARG...`; `backend` is the session's `--backend-timeout`.
+pub fn exec(
+    args: &TriggerArgs,
+    command: &str,
+    backend: std::time::Duration,
+) -> Result<BoxDispatch, String> {
     let exec = Exec::parse(command)
         .map_err(|e| e.to_string())?
         .per_recipient(args.exec_per_recipient)
-        .timeout(seconds("exec-timeout", args.exec_timeout)?);
+        .timeout(before_backend("exec-timeout", args.exec_timeout, backend)?);
     Ok(BoxDispatch::new(exec))
 }
 
