@@ -48,7 +48,7 @@ import bench as base  # the bench's process accounting, samotop and Postfix peer
 
 SESSIONS = 32
 SIZE = 10 * 1024
-# Not under test.: OpenDKIM's libunbound answers that special-use zone itself (NXDOMAIN).
+# Not under .test: OpenDKIM's libunbound answers that special-use zone itself (NXDOMAIN).
 DOMAIN = "bench.example"
 NAMES = ["auth-off", "auth-on", "postfix-milters"]
 
@@ -75,10 +75,23 @@ def genkey(d):
     return os.path.join(d, "bench.private"), record
 
 
+def negative_answer_has_soa(addr, name):
+    """Whether `addr`:53 answers TXT `name` with NXDOMAIN, authoritative, with a record in
+    the authority section (the SOA whose TTL lets a resolver keep the answer, RFC 2308)."""
+    query = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + b"".join(
+        bytes([len(label)]) + label.encode() for label in name.split(".")) + b"\x00\x00\x10\x00\x01"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(2)
+        s.sendto(query, (addr, 53))
+        reply = s.recv(4096)
+    flags, nscount = int.from_bytes(reply[2:4], "big"), int.from_bytes(reply[8:10], "big")
+    return reply[:2] == query[:2] and flags & 0x0400 != 0 and flags & 0xF == 3 and nscount > 0
+
+
 class Dnsmasq:
     def __init__(self, d, addr, records):
         args = ["dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
-                "--port=53", f"--listen-address={addr}", "--bind-interfaces",
+                "--port=53", f"--listen-address={addr}",
                 "--local=/%s/" % DOMAIN.rsplit(".", 1)[1],
                 "--user=root", f"--pid-file={d}/dnsmasq.pid",
                 # dnsmasq gives its own records TTL 0 unless told: nothing would be cached,
@@ -88,7 +101,11 @@ class Dnsmasq:
                 # TTL 3600, RFC 2308) as from any real name server: without one (plain
                 # --local) no resolver may keep the answer, and the DMARC tree walk's
                 # question for _dmarc.example would reach dnsmasq for every message.
-                "--auth-server=ns.%s,%s" % (DOMAIN.rsplit(".", 1)[1], addr),
+                # dnsmasq answers authoritatively only on an interface's own address, and
+                # 127.53.0.1 is not one (lo holds 127.0.0.1/8): name the interface, and let
+                # dnsmasq bind its addresses (127.0.0.1:53 too) rather than a wildcard.
+                "--bind-dynamic",
+                "--auth-server=ns.%s,lo" % DOMAIN.rsplit(".", 1)[1],
                 "--auth-zone=%s" % DOMAIN.rsplit(".", 1)[1], "--auth-ttl=3600"]
         for name, text in records:
             raw = text.encode()
@@ -100,6 +117,10 @@ class Dnsmasq:
         time.sleep(0.5)
         if self.proc.poll() is not None:
             raise RuntimeError(f"dnsmasq could not listen on {addr}:53; see {d}/dnsmasq.log")
+        if not negative_answer_has_soa(addr, "_dmarc." + DOMAIN.rsplit(".", 1)[1]):
+            self.stop()
+            raise RuntimeError(f"dnsmasq at {addr} gives no SOA with NXDOMAIN: no resolver "
+                               "could keep the answer, and every message would ask again")
 
     def stop(self):
         if self.proc.poll() is None:
