@@ -479,7 +479,7 @@ impl<D: MailDispatch, G: Guard, C: DataCheck> Driver<D, G, C> {
                 scan.update(&chunk);
                 let limit = self.config.limits.spool_memory;
                 let spool = message.spool.get_or_insert_with(|| Spool::new(limit));
-                return Answer::Done(spool.write(&chunk).await.map_err(|e| {
+                return Answer::Done(spool.push(chunk).await.map_err(|e| {
                     log::warn!("session {}: cannot spool the message: {e}", info.id);
                     reply::for_io_error(&e)
                 }));

@@ -33,7 +33,12 @@ use crate::SealedFile;
 /// # Ok::<(), std::io::Error>(()) }).unwrap();
 /// ```
 pub struct Spool {
-    memory: BytesMut,
+    /// What is in memory, in order: whole chunks taken as they came ([`Spool::push`]), then
+    /// `tail`, where small writes gather.
+    pieces: Vec<Bytes>,
+    tail: BytesMut,
+    /// Bytes in `pieces` and `tail`.
+    in_memory: usize,
     memory_limit: usize,
     file: Option<Arc<SealedFile>>,
     len: u64,
@@ -52,7 +57,9 @@ impl Spool {
     /// An empty spool that keeps up to `memory_limit` bytes in memory.
     pub fn new(memory_limit: usize) -> Self {
         Spool {
-            memory: BytesMut::new(),
+            pieces: Vec::new(),
+            tail: BytesMut::new(),
+            in_memory: 0,
             memory_limit,
             file: None,
             len: 0,
@@ -74,8 +81,8 @@ impl Spool {
         self.file.is_some()
     }
 
-    /// Appends `chunk`. The move into the file and the writes to it run on tokio's blocking
-    /// threads.
+    /// Appends `chunk`, copying it. The move into the file and the writes to it run on
+    /// tokio's blocking threads.
     ///
     /// # Errors
     ///
@@ -84,12 +91,51 @@ impl Spool {
         if chunk.is_empty() {
             return Ok(());
         }
-        if self.file.is_none() && self.memory.len() + chunk.len() <= self.memory_limit {
-            self.memory.extend_from_slice(chunk);
+        if self.fits(chunk.len()) {
+            self.tail.extend_from_slice(chunk);
+            self.in_memory += chunk.len();
             self.len += chunk.len() as u64;
             return Ok(());
         }
-        let mut plain = std::mem::take(&mut self.memory);
+        self.to_file(chunk).await
+    }
+
+    /// Appends `chunk` without copying it while the spool is in memory: the reader hands
+    /// the same bytes back. For whole chunks (a session's data); small writes are better
+    /// gathered by [`Spool::write`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Spool::write`].
+    pub async fn push(&mut self, chunk: Bytes) -> io::Result<()> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        if self.fits(chunk.len()) {
+            if !self.tail.is_empty() {
+                self.pieces.push(self.tail.split().freeze());
+            }
+            self.in_memory += chunk.len();
+            self.len += chunk.len() as u64;
+            self.pieces.push(chunk);
+            return Ok(());
+        }
+        self.to_file(&chunk).await
+    }
+
+    /// True when `more` bytes still fit in memory.
+    fn fits(&self, more: usize) -> bool {
+        self.file.is_none() && self.in_memory + more <= self.memory_limit
+    }
+
+    /// Writes `chunk` to the file, after what is still in memory (moved there first).
+    async fn to_file(&mut self, chunk: &[u8]) -> io::Result<()> {
+        let mut plain = BytesMut::with_capacity(self.in_memory + chunk.len());
+        for piece in self.pieces.drain(..) {
+            plain.extend_from_slice(&piece);
+        }
+        plain.extend_from_slice(&self.tail.split());
+        self.in_memory = 0;
         plain.extend_from_slice(chunk);
         let file = match &self.file {
             Some(file) => file.clone(),
@@ -111,6 +157,8 @@ impl Spool {
         SpoolReader {
             spool: self,
             offset: 0,
+            piece: 0,
+            at: 0,
         }
     }
 }
@@ -120,6 +168,9 @@ impl Spool {
 pub struct SpoolReader<'a> {
     spool: &'a Spool,
     offset: u64,
+    /// In memory: the piece being read (`pieces.len()` for the tail) and the offset in it.
+    piece: usize,
+    at: usize,
 }
 
 impl SpoolReader<'_> {
@@ -135,11 +186,7 @@ impl SpoolReader<'_> {
         }
         let want = (spool.len - self.offset).min(max.max(1) as u64) as usize;
         let Some(file) = spool.file.clone() else {
-            let start = self.offset as usize;
-            self.offset += want as u64;
-            return Ok(Some(Bytes::copy_from_slice(
-                &spool.memory[start..start + want],
-            )));
+            return Ok(Some(self.from_memory(want)));
         };
         let offset = self.offset;
         let buf = blocking(move || {
@@ -150,6 +197,33 @@ impl SpoolReader<'_> {
         .await?;
         self.offset += want as u64;
         Ok(Some(Bytes::from(buf)))
+    }
+}
+
+impl SpoolReader<'_> {
+    /// Up to `want` (> 0) bytes from memory, where at least that many are left: a slice of a
+    /// piece (no copy), or a copy from the tail.
+    fn from_memory(&mut self, want: usize) -> Bytes {
+        let pieces = &self.spool.pieces;
+        // Bounded: each turn moves past an (empty-at-this-offset) piece of a finite list.
+        while self.piece < pieces.len() && self.at >= pieces[self.piece].len() {
+            self.piece += 1;
+            self.at = 0;
+        }
+        let out = match pieces.get(self.piece) {
+            Some(piece) => {
+                let n = want.min(piece.len() - self.at);
+                piece.slice(self.at..self.at + n)
+            }
+            None => {
+                let tail = &self.spool.tail;
+                let n = want.min(tail.len() - self.at);
+                Bytes::copy_from_slice(&tail[self.at..self.at + n])
+            }
+        };
+        self.at += out.len();
+        self.offset += out.len() as u64;
+        out
     }
 }
 
@@ -194,6 +268,51 @@ mod tests {
                 assert_eq!(read_all(&spool, max).await, data, "limit {limit} max {max}");
             }
         }
+    }
+
+    #[tokio::test]
+    async fn pushed_and_written_pieces_read_back_in_order() {
+        let data: Vec<u8> = (0..50_000u32).map(|i| (i * 13 % 253) as u8).collect();
+        for limit in [0, 7000, 30_000, 1 << 20] {
+            let mut spool = Spool::new(limit);
+            // Whole chunks and small writes, interleaved, as a session and a writer mix them.
+            for (i, part) in data.chunks(3001).enumerate() {
+                if i % 3 == 2 {
+                    for small in part.chunks(100) {
+                        spool.write(small).await.expect("write");
+                    }
+                } else {
+                    spool
+                        .push(Bytes::copy_from_slice(part))
+                        .await
+                        .expect("push");
+                }
+            }
+            assert_eq!(spool.len(), data.len() as u64);
+            assert_eq!(spool.in_file(), limit < data.len(), "limit {limit}");
+            for max in [1, 333, 4096, 65536] {
+                if max == 1 && spool.in_file() {
+                    continue; // a blocking-pool trip per byte
+                }
+                assert_eq!(read_all(&spool, max).await, data, "limit {limit} max {max}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pushed_chunk_comes_back_without_a_copy() {
+        let mut spool = Spool::new(1 << 20);
+        let chunk = Bytes::from(vec![7u8; 10_000]);
+        spool.push(chunk.clone()).await.expect("push");
+        let mut reader = spool.reader();
+        let back = reader
+            .next_chunk(65536)
+            .await
+            .expect("read")
+            .expect("a chunk");
+        assert_eq!(back.as_ptr(), chunk.as_ptr());
+        assert_eq!(back.len(), chunk.len());
+        assert!(reader.next_chunk(65536).await.expect("read").is_none());
     }
 
     #[tokio::test]
