@@ -53,23 +53,29 @@ fn is_address(value: &str) -> bool {
         })
 }
 
-fn truncate(value: &str, max: usize) -> String {
+/// `value` cut to at most `max` bytes (at a character boundary), and whether it was cut: a
+/// cut value is written with `...` after it.
+fn clip(value: &str, max: usize) -> (&str, bool) {
     if value.len() <= max {
-        return value.to_owned();
+        return (value, false);
     }
     let mut end = max;
     while !value.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}...", &value[..end])
+    (&value[..end], true)
 }
 
-/// `value` as an RFC 2045 token, or a quoted string of printable ASCII.
-pub(crate) fn quote(value: &str) -> String {
+/// Appends `value` (and `...` when `cut`) as an RFC 2045 token, or as a quoted string of
+/// printable ASCII.
+fn push_quoted(out: &mut String, value: &str, cut: bool) {
     if is_token(value) {
-        return value.to_owned();
+        out.push_str(value);
+        if cut {
+            out.push_str("...");
+        }
+        return;
     }
-    let mut out = String::with_capacity(value.len() + 2);
     out.push('"');
     for c in value.chars() {
         match c {
@@ -81,27 +87,77 @@ pub(crate) fn quote(value: &str) -> String {
             _ => out.push('?'),
         }
     }
+    if cut {
+        out.push_str("...");
+    }
     out.push('"');
-    out
 }
 
-fn pvalue(value: &str) -> String {
-    let value = truncate(value, MAX_VALUE);
-    if is_address(&value) {
-        value
+/// Appends a property value: an address as it is, anything else as [`push_quoted`] writes it.
+/// A cut value is never an address (its `...` would end the domain in empty labels).
+fn push_pvalue(out: &mut String, value: &str) {
+    let (value, cut) = clip(value, MAX_VALUE);
+    if !cut && is_address(value) {
+        out.push_str(value);
     } else {
-        quote(&value)
+        push_quoted(out, value, cut);
     }
 }
 
-/// A keyword (method, result, ptype, property): `Keyword` of RFC 8601 is
+/// Appends a keyword (method, result, ptype, property): `Keyword` of RFC 8601 is
 /// `ALPHA / DIGIT / "-"`, plus `.` for the property names we write; anything else
 /// is dropped.
-fn keyword(value: &str) -> String {
-    value
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.' || *c == '_')
-        .collect()
+fn push_keyword(out: &mut String, value: &str) {
+    out.extend(
+        value
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.' || *c == '_'),
+    );
+}
+
+/// Writes the parts of one result onto its line, a space between two, folding (CRLF + two
+/// tabs) before a part that would pass [`FOLD_AT`].
+struct Line<'a> {
+    out: &'a mut String,
+    /// Where the part being written starts in `out`.
+    part_start: usize,
+    /// The length of the line so far, without the part being written.
+    len: usize,
+    parts: usize,
+}
+
+impl<'a> Line<'a> {
+    fn start(out: &'a mut String) -> Self {
+        out.push_str("\r\n\t");
+        Line {
+            part_start: out.len(),
+            out,
+            len: 8, // the tab
+            parts: 0,
+        }
+    }
+
+    /// Ends the part written since the last call (with the `;` that ends the result, when
+    /// `semicolon`: it counts for the fold): a separator goes in front of it.
+    fn end_part(&mut self, semicolon: bool) {
+        if semicolon {
+            self.out.push(';');
+        }
+        let part_len = self.out.len() - self.part_start;
+        if self.parts > 0 {
+            let separator = if self.len + 1 + part_len > FOLD_AT {
+                self.len = 16;
+                "\r\n\t\t"
+            } else {
+                self.len += 1;
+                " "
+            };
+            self.out.insert_str(self.part_start, separator);
+        }
+        self.len += part_len;
+        self.parts += 1;
+        self.part_start = self.out.len();
+    }
 }
 
 /// An `Authentication-Results` header field, ready to prepend.
@@ -117,39 +173,41 @@ impl AuthenticationResults {
     /// Writes the field for `authserv_id` with `results` (in order); none gives
     /// `authserv-id; none` (RFC 8601 2.2 no-result).
     pub fn new(authserv_id: &str, results: &[AuthResult]) -> Self {
-        let mut lines: Vec<String> = Vec::new();
+        // One string, written in place: a result's parts are not gathered first.
+        let mut value = String::with_capacity(16 + authserv_id.len() + 96 * results.len());
+        value.push(' ');
         // The first line holds the name too; the id is ours (the operator's), quoted
         // anyway if it is not a token.
-        let id = quote(&truncate(authserv_id, MAX_VALUE));
+        let (id, cut) = clip(authserv_id, MAX_VALUE);
+        push_quoted(&mut value, id, cut);
         if results.is_empty() {
-            return AuthenticationResults {
-                value: format!(" {id}; none"),
-            };
-        }
-        let mut value = format!(" {id}");
-        for (n, result) in results.iter().enumerate() {
-            let mut parts = vec![format!(
-                "{}={}",
-                keyword(&result.method),
-                keyword(&result.result)
-            )];
-            if let Some(reason) = &result.reason {
-                parts.push(format!("reason={}", quote(&truncate(reason, MAX_REASON))));
-            }
-            for (name, v) in &result.properties {
-                parts.push(format!("{}={}", keyword(name), pvalue(v)));
-            }
-            if n + 1 < results.len() {
-                if let Some(last) = parts.last_mut() {
-                    last.push(';');
-                }
-            }
-            lines.push(fold(&parts));
+            value.push_str("; none");
+            return AuthenticationResults { value };
         }
         value.push(';');
-        for line in lines {
-            value.push_str("\r\n\t");
-            value.push_str(&line);
+        for (n, result) in results.iter().enumerate() {
+            let more = n + 1 < results.len();
+            let mut parts = 1 + usize::from(result.reason.is_some()) + result.properties.len();
+            let mut line = Line::start(&mut value);
+            push_keyword(line.out, &result.method);
+            line.out.push('=');
+            push_keyword(line.out, &result.result);
+            parts -= 1;
+            line.end_part(more && parts == 0);
+            if let Some(reason) = &result.reason {
+                line.out.push_str("reason=");
+                let (reason, cut) = clip(reason, MAX_REASON);
+                push_quoted(line.out, reason, cut);
+                parts -= 1;
+                line.end_part(more && parts == 0);
+            }
+            for (name, v) in &result.properties {
+                push_keyword(line.out, name);
+                line.out.push('=');
+                push_pvalue(line.out, v);
+                parts -= 1;
+                line.end_part(more && parts == 0);
+            }
         }
         AuthenticationResults { value }
     }
@@ -165,30 +223,27 @@ impl AuthenticationResults {
     }
 }
 
-/// Joins `parts` with spaces, folding (CRLF + two tabs) before a part that would pass
-/// [`FOLD_AT`].
-fn fold(parts: &[String]) -> String {
-    let mut out = String::new();
-    let mut line = 8; // the tab
-    for (i, part) in parts.iter().enumerate() {
-        if i > 0 {
-            if line + 1 + part.len() > FOLD_AT {
-                out.push_str("\r\n\t\t");
-                line = 16;
-            } else {
-                out.push(' ');
-                line += 1;
-            }
-        }
-        out.push_str(part);
-        line += part.len();
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn quote(value: &str) -> String {
+        let mut out = String::new();
+        push_quoted(&mut out, value, false);
+        out
+    }
+
+    fn pvalue(value: &str) -> String {
+        let mut out = String::new();
+        push_pvalue(&mut out, value);
+        out
+    }
+
+    fn keyword(value: &str) -> String {
+        let mut out = String::new();
+        push_keyword(&mut out, value);
+        out
+    }
 
     fn r(method: &str, result: &str, reason: Option<&str>, props: &[(&str, &str)]) -> AuthResult {
         AuthResult {
@@ -272,6 +327,99 @@ mod tests {
             "{field}"
         );
         assert!(field.starts_with("Authentication-Results: \"mx??X: y\";"));
+    }
+
+    /// The writer as it was before it wrote in place (one string per part, then folded):
+    /// the reference the in-place writer must match byte for byte.
+    fn reference(authserv_id: &str, results: &[AuthResult]) -> String {
+        fn truncate(value: &str, max: usize) -> String {
+            let (head, cut) = clip(value, max);
+            if cut {
+                format!("{head}...")
+            } else {
+                head.to_owned()
+            }
+        }
+        fn pv(value: &str) -> String {
+            let value = truncate(value, MAX_VALUE);
+            if is_address(&value) {
+                value
+            } else {
+                quote(&value)
+            }
+        }
+        fn fold(parts: &[String]) -> String {
+            let mut out = String::new();
+            let mut line = 8;
+            for (i, part) in parts.iter().enumerate() {
+                if i > 0 {
+                    if line + 1 + part.len() > FOLD_AT {
+                        out.push_str("\r\n\t\t");
+                        line = 16;
+                    } else {
+                        out.push(' ');
+                        line += 1;
+                    }
+                }
+                out.push_str(part);
+                line += part.len();
+            }
+            out
+        }
+        let id = quote(&truncate(authserv_id, MAX_VALUE));
+        if results.is_empty() {
+            return format!(" {id}; none");
+        }
+        let mut value = format!(" {id};");
+        for (n, result) in results.iter().enumerate() {
+            let mut parts = vec![format!(
+                "{}={}",
+                keyword(&result.method),
+                keyword(&result.result)
+            )];
+            if let Some(reason) = &result.reason {
+                parts.push(format!("reason={}", quote(&truncate(reason, MAX_REASON))));
+            }
+            for (name, v) in &result.properties {
+                parts.push(format!("{}={}", keyword(name), pv(v)));
+            }
+            if n + 1 < results.len() {
+                if let Some(last) = parts.last_mut() {
+                    last.push(';');
+                }
+            }
+            value.push_str("\r\n\t");
+            value.push_str(&fold(&parts));
+        }
+        value
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn writes_what_the_reference_writes(
+            id in "[a-z.é\" ]{0,300}",
+            results in proptest::collection::vec(
+                (
+                    "[a-z;]{1,8}",
+                    "[a-z]{1,8}",
+                    proptest::option::of("[ -~é]{0,200}"),
+                    proptest::collection::vec(("[a-z.]{1,12}", "[a-z@.\" x]{0,300}"), 0..6),
+                ),
+                0..5,
+            ),
+        ) {
+            let results: Vec<AuthResult> = results
+                .into_iter()
+                .map(|(method, result, reason, properties)| AuthResult {
+                    method,
+                    result,
+                    reason,
+                    properties,
+                })
+                .collect();
+            let field = AuthenticationResults::new(&id, &results);
+            proptest::prop_assert_eq!(field.value(), reference(&id, &results));
+        }
     }
 
     #[test]
