@@ -170,26 +170,24 @@ fn refusal(refusal: Refusal) -> CoreRefusal {
 /// `spf` results given (`known`: the envelope's, from MAIL) and the report's other
 /// results, those as [`AuthResult`]s, and [`Report::action`]'s quarantine or refusal.
 fn verdict(report: &Report, authserv_id: &str, known: &[AuthResult]) -> Verdict {
-    let found: Vec<AuthResult> = report
-        .results()
-        .into_iter()
-        .filter(|r| r.method != "spf")
-        .collect();
     let quarantine = match report.action() {
         Action::Accept => return Verdict::Accept,
         Action::Reject(r) => return Verdict::Reject(refusal(r)),
         Action::Tag { quarantine } => quarantine,
     };
+    // The envelope's SPF results first, then the report's others; the field shows all of
+    // them, the note carries only the others (the envelope has its SPF results already).
     let mut all: Vec<AuthResult> = known
         .iter()
         .filter(|r| r.method == "spf")
         .cloned()
         .collect();
-    all.extend(found.iter().cloned());
+    let spf = all.len();
+    all.extend(report.results().into_iter().filter(|r| r.method != "spf"));
     let field = AuthenticationResults::new(authserv_id, &all);
     Verdict::Note(Note {
         headers: vec![format!("{}:{}", AuthenticationResults::NAME, field.value())],
-        results: found,
+        results: all.split_off(spf),
         quarantine,
     })
 }

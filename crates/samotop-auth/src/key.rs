@@ -1,5 +1,7 @@
 //! DKIM key records (RFC 6376 3.6.1, RFC 8463 for ed25519) and the signature check itself.
 
+use std::sync::Arc;
+
 use base64::Engine as _;
 use rsa::pkcs1::der::Decode as _;
 
@@ -241,17 +243,61 @@ pub(crate) fn parse(record: &[u8]) -> Result<KeyRecord, KeyError> {
 /// Picks the key record among the TXT records at a key name: the first that parses.
 /// Records with another `v=` are skipped (RFC 6376 3.6.1); if none parses, the error of
 /// the first.
+#[cfg(test)]
 pub(crate) fn select(records: &[Vec<u8>]) -> Option<Result<KeyRecord, KeyError>> {
-    let mut first_error = None;
-    for record in records {
-        match parse(record) {
-            Ok(key) => return Some(Ok(key)),
-            Err(e) => {
-                first_error.get_or_insert(e);
+    KeyCache::new()
+        .select(records)
+        .map(|r| r.map(|key| (*key).clone()))
+}
+
+/// The most parsed key records kept; past it the cache starts again, empty.
+pub const MAX_CACHED_KEYS: usize = 1024;
+
+/// Key records parsed before, by their exact text: a key signs many messages, and parsing
+/// it (base64, DER, for ed25519 the point's decompression) is work the DNS answer's cache
+/// does not save. The text is the key: a changed record is a new entry, and what the DNS
+/// cache expires is simply not asked for again. Bounded by [`MAX_CACHED_KEYS`].
+#[derive(Debug, Default)]
+pub(crate) struct KeyCache {
+    parsed:
+        std::sync::Mutex<std::collections::HashMap<Box<[u8]>, Result<Arc<KeyRecord>, KeyError>>>,
+}
+
+impl KeyCache {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// [`parse`], or what it gave for the same text before.
+    pub(crate) fn parse(&self, record: &[u8]) -> Result<Arc<KeyRecord>, KeyError> {
+        if let Some(hit) = self.parsed.lock().ok().and_then(|m| m.get(record).cloned()) {
+            return hit;
+        }
+        let parsed = parse(record).map(Arc::new);
+        if let Ok(mut map) = self.parsed.lock() {
+            if map.len() >= MAX_CACHED_KEYS {
+                map.clear();
+            }
+            map.insert(record.into(), parsed.clone());
+        }
+        parsed
+    }
+
+    /// Picks the key record among the TXT records at a key name: the first that parses.
+    /// Records with another `v=` are skipped (RFC 6376 3.6.1); if none parses, the error
+    /// of the first.
+    pub(crate) fn select(&self, records: &[Vec<u8>]) -> Option<Result<Arc<KeyRecord>, KeyError>> {
+        let mut first_error = None;
+        for record in records {
+            match self.parse(record) {
+                Ok(key) => return Some(Ok(key)),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         }
+        first_error.map(Err)
     }
-    first_error.map(Err)
 }
 
 #[cfg(test)]
@@ -309,6 +355,24 @@ mod tests {
         // The service list may hold several; "*" and "email" both do.
         assert!(parse(b"s=tlsrpt:email; p=").is_ok());
         assert!(parse(b"s=*; p=").is_ok());
+    }
+
+    #[test]
+    fn the_cache_parses_a_record_once_and_stays_bounded() {
+        let cache = KeyCache::new();
+        let record = format!("v=DKIM1; k=rsa; p={RFC_KEY}");
+        let a = cache.parse(record.as_bytes()).unwrap();
+        let b = cache.parse(record.as_bytes()).unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "the second look-up is the first parse");
+        // A changed record is a new entry; an error is kept as an error.
+        let revoked = cache.parse(b"v=DKIM1; p=").unwrap();
+        assert!(revoked.key.is_none());
+        assert_eq!(cache.parse(b"v=DKIM2; p=").unwrap_err(), KeyError::Version);
+        assert_eq!(cache.parse(b"v=DKIM2; p=").unwrap_err(), KeyError::Version);
+        for i in 0..MAX_CACHED_KEYS * 2 {
+            let _ = cache.parse(format!("v=DKIM1; n={i}; p=").as_bytes());
+            assert!(cache.parsed.lock().unwrap().len() <= MAX_CACHED_KEYS);
+        }
     }
 
     #[test]

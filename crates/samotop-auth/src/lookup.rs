@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::time::Instant;
 
 use crate::dns::{Dns, DnsError};
+use crate::key::KeyCache;
 
 /// Why a look-up gave no answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +50,7 @@ pub(crate) struct Lookups<'d, D> {
     max: usize,
     asked: AtomicUsize,
     cache: Mutex<HashMap<(bool, String), Cached>>,
+    keys: Option<&'d KeyCache>,
 }
 
 impl<'d, D: Dns> Lookups<'d, D> {
@@ -59,7 +61,19 @@ impl<'d, D: Dns> Lookups<'d, D> {
             max,
             asked: AtomicUsize::new(0),
             cache: Mutex::new(HashMap::new()),
+            keys: None,
         }
+    }
+
+    /// These look-ups parse key records through `keys`, which outlives them.
+    pub(crate) fn with_keys(mut self, keys: &'d KeyCache) -> Self {
+        self.keys = Some(keys);
+        self
+    }
+
+    /// The key records' cache, if any.
+    pub(crate) fn keys(&self) -> Option<&'d KeyCache> {
+        self.keys
     }
 
     /// How many questions went to the DNS.

@@ -459,6 +459,7 @@ impl Scanner {
             &self.groups,
             &self.config,
             verifier.dns(),
+            verifier.keys(),
             context,
         )
         .await

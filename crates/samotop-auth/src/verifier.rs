@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::dns::Dns;
 use crate::header::{DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADER_FIELDS};
+use crate::key::KeyCache;
 use crate::policy::Policy;
 use crate::scanner::Scanner;
 
@@ -133,12 +134,17 @@ impl Config {
 pub struct Verifier<D: Dns = crate::Resolver> {
     dns: D,
     config: Config,
+    keys: KeyCache,
 }
 
 impl<D: Dns> Verifier<D> {
     /// A verifier asking `dns`.
     pub fn new(dns: D, config: Config) -> Self {
-        Verifier { dns, config }
+        Verifier {
+            dns,
+            config,
+            keys: KeyCache::new(),
+        }
     }
 
     /// A scanner for the next message.
@@ -154,5 +160,10 @@ impl<D: Dns> Verifier<D> {
     /// The DNS.
     pub fn dns(&self) -> &D {
         &self.dns
+    }
+
+    /// The key records parsed so far.
+    pub(crate) fn keys(&self) -> &KeyCache {
+        &self.keys
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::Arc;
 
 use futures_util::future::join_all;
 use tokio::time::Instant;
@@ -11,7 +12,7 @@ use crate::address::{Authors, authors};
 use crate::canon::{self, Canonicalization};
 use crate::dmarc::{self, Identifiers};
 use crate::dns::Dns;
-use crate::key::{self, KeyRecord, MIN_RSA_BITS, PublicKey};
+use crate::key::{KeyCache, KeyRecord, MIN_RSA_BITS, PublicKey};
 use crate::lookup::Lookups;
 use crate::policy::{Disposition, DmarcMode};
 use crate::report::{ArcResult, Context, DkimResult, DmarcResult, Outcome, Report};
@@ -80,18 +81,24 @@ async fn fetch_key<D: Dns>(
     selector: &str,
     domain: &str,
     lookups: &Lookups<'_, D>,
-) -> Result<KeyRecord, Failure> {
+) -> Result<Arc<KeyRecord>, Failure> {
     let name = format!("{selector}._domainkey.{domain}");
     match lookups.txt(&name).await {
         Err(e) if e.is_temporary() => {
             Err((Outcome::TempError, format!("key {name}: {}", e.text())))
         }
         Err(e) => Err((Outcome::PermError, format!("key {name}: {}", e.text()))),
-        Ok(records) => match key::select(&records) {
-            None => Err((Outcome::PermError, "no key for signature".into())),
-            Some(Err(e)) => Err((Outcome::PermError, e.text())),
-            Some(Ok(key)) => Ok(key),
-        },
+        Ok(records) => {
+            let selected = match lookups.keys() {
+                Some(keys) => keys.select(&records),
+                None => KeyCache::new().select(&records),
+            };
+            match selected {
+                None => Err((Outcome::PermError, "no key for signature".into())),
+                Some(Err(e)) => Err((Outcome::PermError, e.text())),
+                Some(Ok(key)) => Ok(key),
+            }
+        }
     }
 }
 
@@ -562,6 +569,7 @@ pub(crate) async fn run<D: Dns>(
     groups: &[BodyGroup],
     config: &Config,
     dns: &D,
+    keys: &KeyCache,
     context: &Context,
 ) -> Report {
     let policy = config.policy;
@@ -589,7 +597,8 @@ pub(crate) async fn run<D: Dns>(
         dns,
         Instant::now() + config.limits.timeout,
         config.limits.max_dns_queries,
-    );
+    )
+    .with_keys(keys);
     let now = context.unix_now();
     let dmarc_on = policy.dmarc != DmarcMode::Off;
     let plan = if dmarc_on {
