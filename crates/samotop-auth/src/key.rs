@@ -253,14 +253,16 @@ pub(crate) fn select(records: &[Vec<u8>]) -> Option<Result<KeyRecord, KeyError>>
 /// The most parsed key records kept; past it the cache starts again, empty.
 pub const MAX_CACHED_KEYS: usize = 1024;
 
+/// A parse's outcome, shared by every message the key signs.
+type Parsed = Result<Arc<KeyRecord>, KeyError>;
+
 /// Key records parsed before, by their exact text: a key signs many messages, and parsing
 /// it (base64, DER, for ed25519 the point's decompression) is work the DNS answer's cache
 /// does not save. The text is the key: a changed record is a new entry, and what the DNS
 /// cache expires is simply not asked for again. Bounded by [`MAX_CACHED_KEYS`].
 #[derive(Debug, Default)]
 pub(crate) struct KeyCache {
-    parsed:
-        std::sync::Mutex<std::collections::HashMap<Box<[u8]>, Result<Arc<KeyRecord>, KeyError>>>,
+    parsed: std::sync::Mutex<std::collections::HashMap<Box<[u8]>, Parsed>>,
 }
 
 impl KeyCache {
@@ -269,7 +271,7 @@ impl KeyCache {
     }
 
     /// [`parse`], or what it gave for the same text before.
-    pub(crate) fn parse(&self, record: &[u8]) -> Result<Arc<KeyRecord>, KeyError> {
+    pub(crate) fn parse(&self, record: &[u8]) -> Parsed {
         if let Some(hit) = self.parsed.lock().ok().and_then(|m| m.get(record).cloned()) {
             return hit;
         }
@@ -286,7 +288,7 @@ impl KeyCache {
     /// Picks the key record among the TXT records at a key name: the first that parses.
     /// Records with another `v=` are skipped (RFC 6376 3.6.1); if none parses, the error
     /// of the first.
-    pub(crate) fn select(&self, records: &[Vec<u8>]) -> Option<Result<Arc<KeyRecord>, KeyError>> {
+    pub(crate) fn select(&self, records: &[Vec<u8>]) -> Option<Parsed> {
         let mut first_error = None;
         for record in records {
             match self.parse(record) {

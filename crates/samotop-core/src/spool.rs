@@ -97,7 +97,7 @@ impl Spool {
             self.len += chunk.len() as u64;
             return Ok(());
         }
-        self.to_file(chunk).await
+        self.write_to_file(chunk).await
     }
 
     /// Appends `chunk` without copying it while the spool is in memory: the reader hands
@@ -120,7 +120,7 @@ impl Spool {
             self.pieces.push(chunk);
             return Ok(());
         }
-        self.to_file(&chunk).await
+        self.write_to_file(&chunk).await
     }
 
     /// True when `more` bytes still fit in memory.
@@ -129,7 +129,7 @@ impl Spool {
     }
 
     /// Writes `chunk` to the file, after what is still in memory (moved there first).
-    async fn to_file(&mut self, chunk: &[u8]) -> io::Result<()> {
+    async fn write_to_file(&mut self, chunk: &[u8]) -> io::Result<()> {
         let mut plain = BytesMut::with_capacity(self.in_memory + chunk.len());
         for piece in self.pieces.drain(..) {
             plain.extend_from_slice(&piece);
@@ -186,7 +186,7 @@ impl SpoolReader<'_> {
         }
         let want = (spool.len - self.offset).min(max.max(1) as u64) as usize;
         let Some(file) = spool.file.clone() else {
-            return Ok(Some(self.from_memory(want)));
+            return Ok(Some(self.read_memory(want)));
         };
         let offset = self.offset;
         let buf = blocking(move || {
@@ -203,7 +203,7 @@ impl SpoolReader<'_> {
 impl SpoolReader<'_> {
     /// Up to `want` (> 0) bytes from memory, where at least that many are left: a slice of a
     /// piece (no copy), or a copy from the tail.
-    fn from_memory(&mut self, want: usize) -> Bytes {
+    fn read_memory(&mut self, want: usize) -> Bytes {
         let pieces = &self.spool.pieces;
         // Bounded: each turn moves past an (empty-at-this-offset) piece of a finite list.
         while self.piece < pieces.len() && self.at >= pieces[self.piece].len() {
