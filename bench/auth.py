@@ -26,6 +26,12 @@ Then the DKIM body hashing speed, from the criterion bench of samotop-auth
 
 Targets: auth-on keeps at least 0.8x of auth-off, and is at least 2x postfix-milters.
 
+A/B: with BENCH_AUTH_BASELINE=PATH (another samotop binary, e.g. built from an older commit in
+a `git worktree`), `auth-on-baseline` runs the same checks with it in the same rounds, and the
+report adds its rate and CPU beside auth-on's and the ratio on / baseline: a change's effect
+measured against the binary before it on the same machine at the same time, not against an
+older figure.
+
 Knobs: BENCH_AUTH=0 skips it in bench.py; BENCH_AUTH_ROUNDS (default BENCH_ROUNDS or 3),
 BENCH_AUTH_SECONDS (default BENCH_SECONDS or 2) per measurement; BENCH_AUTH_DNS;
 BENCH_AUTH_CRITERION=0 skips the criterion bench; BENCH_AUTH_MILTERS=0 skips the Postfix peer.
@@ -50,7 +56,7 @@ SESSIONS = 32
 SIZE = 10 * 1024
 # Not under .test: OpenDKIM's libunbound answers that special-use zone itself (NXDOMAIN).
 DOMAIN = "bench.example"
-NAMES = ["auth-off", "auth-on", "postfix-milters"]
+NAMES = ["auth-off", "auth-on", "auth-on-baseline", "postfix-milters"]
 
 
 def log(*a):
@@ -302,6 +308,10 @@ def run(samotop=None):
                                     extra=flags + ["--dkim", "off", "--dmarc", "off"]))
         servers.append(base.Samotop("auth-on", d, samotop, "maildir",
                                     extra=flags + ["--dkim", "tag", "--dmarc", "tag"]))
+        baseline = os.environ.get("BENCH_AUTH_BASELINE")
+        if baseline:
+            servers.append(base.Samotop("auth-on-baseline", d, baseline, "maildir",
+                                        extra=flags + ["--dkim", "tag", "--dmarc", "tag"]))
         if os.environ.get("BENCH_AUTH_MILTERS", "1") != "0":
             milters = Milters(d, addr)
             servers.append(PostfixMilters("postfix-milters", d, milters))
@@ -322,14 +332,17 @@ def run(samotop=None):
             counts[s.name] = int(max(SESSIONS * 4, 320 / (time.monotonic() - t0) * seconds))
         on = samotop_one_stored(servers[1]).decode(errors="replace")
         out["checked"] = {"auth-on": "dkim=pass" in on and "dmarc=pass" in on}
-        if len(servers) > 2:
-            pf = servers[2].one_stored().decode(errors="replace")
-            out["checked"]["postfix-milters"] = "dkim=pass" in pf and "dmarc=pass" in pf
-            if not out["checked"]["postfix-milters"]:
-                out["excluded"] = {"postfix-milters": "its stored message does not say "
-                                   "dkim=pass and dmarc=pass: %r" % pf[:400]}
-                servers[2].stop()
-                servers.pop()
+        for s in servers[2:]:
+            if s.name == "postfix-milters":
+                pf = s.one_stored().decode(errors="replace")
+            else:
+                pf = samotop_one_stored(s).decode(errors="replace")
+            out["checked"][s.name] = "dkim=pass" in pf and "dmarc=pass" in pf
+            if not out["checked"][s.name]:
+                out.setdefault("excluded", {})[s.name] = (
+                    "its stored message does not say dkim=pass and dmarc=pass: %r" % pf[:400])
+                s.stop()
+                servers.remove(s)
         log("verdicts checked: %s" % out["checked"])
         for r in range(rounds):
             order = servers[r % len(servers):] + servers[:r % len(servers)]
@@ -374,12 +387,20 @@ def report(out):
                 max(m["peak"] for m in res[n]) / 1048576))
     for n, why in (out.get("excluded") or {}).items():
         lines += ["", "%s was left out: %s" % (n, why)]
-    lines += ["", "CPU and memory of postfix-milters include both milters.", "",
-              "| target | want | got | |", "| --- | ---: | ---: | --- |"]
+    if "postfix-milters" in res:
+        lines += ["", "CPU and memory of postfix-milters include both milters."]
+    lines += ["", "| target | want | got | |", "| --- | ---: | ---: | --- |"]
     for label, a, b, want in [("checks on / checks off", "auth-on", "auth-off", 0.8),
                               ("checks on / Postfix + OpenDKIM + OpenDMARC", "auth-on",
-                               "postfix-milters", 2.0)]:
+                               "postfix-milters", 2.0),
+                              ("checks on / the same with BENCH_AUTH_BASELINE", "auth-on",
+                               "auth-on-baseline", None)]:
         if a in med and b in med:
+            if want is None:
+                # Paired by round: both ran in it, one after the other.
+                r = statistics.median(x["rate"] / y["rate"] for x, y in zip(res[a], res[b]))
+                lines.append("| %s | — | %.3f× | A/B, median of the rounds |" % (label, r))
+                continue
             r = med[a] / med[b]
             lines.append("| %s | ≥ %.1f× | %.2f× | %s |" % (label, want, r,
                                                              "met" if r >= want else "not met"))
