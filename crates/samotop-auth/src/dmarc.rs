@@ -493,8 +493,10 @@ mod tests {
     }
 
     fn org_of(zone: &Zone, domain: &str) -> String {
+        let keys = crate::key::KeyCache::new();
         let lookups = Lookups::new(
             zone,
+            &keys,
             tokio::time::Instant::now() + std::time::Duration::from_secs(5),
             100,
         );

@@ -50,29 +50,25 @@ pub(crate) struct Lookups<'d, D> {
     max: usize,
     asked: AtomicUsize,
     cache: Mutex<HashMap<(bool, String), Cached>>,
-    keys: Option<&'d KeyCache>,
+    keys: &'d KeyCache,
 }
 
 impl<'d, D: Dns> Lookups<'d, D> {
-    pub(crate) fn new(dns: &'d D, deadline: Instant, max: usize) -> Self {
+    /// Look-ups through `dns` until `deadline`, at most `max` questions; key records are
+    /// parsed through `keys`, which outlives them.
+    pub(crate) fn new(dns: &'d D, keys: &'d KeyCache, deadline: Instant, max: usize) -> Self {
         Lookups {
             dns,
             deadline,
             max,
             asked: AtomicUsize::new(0),
             cache: Mutex::new(HashMap::new()),
-            keys: None,
+            keys,
         }
     }
 
-    /// These look-ups parse key records through `keys`, which outlives them.
-    pub(crate) fn with_keys(mut self, keys: &'d KeyCache) -> Self {
-        self.keys = Some(keys);
-        self
-    }
-
-    /// The key records' cache, if any.
-    pub(crate) fn keys(&self) -> Option<&'d KeyCache> {
+    /// The key records' cache.
+    pub(crate) fn keys(&self) -> &'d KeyCache {
         self.keys
     }
 

@@ -88,17 +88,11 @@ async fn fetch_key<D: Dns>(
             Err((Outcome::TempError, format!("key {name}: {}", e.text())))
         }
         Err(e) => Err((Outcome::PermError, format!("key {name}: {}", e.text()))),
-        Ok(records) => {
-            let selected = match lookups.keys() {
-                Some(keys) => keys.select(&records),
-                None => KeyCache::new().select(&records),
-            };
-            match selected {
-                None => Err((Outcome::PermError, "no key for signature".into())),
-                Some(Err(e)) => Err((Outcome::PermError, e.text())),
-                Some(Ok(key)) => Ok(key),
-            }
-        }
+        Ok(records) => match lookups.keys().select(&records) {
+            None => Err((Outcome::PermError, "no key for signature".into())),
+            Some(Err(e)) => Err((Outcome::PermError, e.text())),
+            Some(Ok(key)) => Ok(key),
+        },
     }
 }
 
@@ -595,10 +589,10 @@ pub(crate) async fn run<D: Dns>(
     };
     let lookups = Lookups::new(
         dns,
+        keys,
         Instant::now() + config.limits.timeout,
         config.limits.max_dns_queries,
-    )
-    .with_keys(keys);
+    );
     let now = context.unix_now();
     let dmarc_on = policy.dmarc != DmarcMode::Off;
     let plan = if dmarc_on {
