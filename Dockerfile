@@ -14,7 +14,7 @@
 #       --spf off --dkim off --dmarc off
 #
 # SPF, DKIM and DMARC are off in the default command, so that the image starts with nothing
-# but itself on the filesystem. `--spf tag` (the binary's default) and `--dkim tag --dmarc tag`
+# but itself on the filesystem. `--spf tag --dkim tag --dmarc tag` (the binary's defaults)
 # read /etc/resolv.conf, which Docker provides in containers; or give `--dns IP:PORT`. Host names (in --smtp, --deliver
 # lmtp:HOST:PORT) resolve through the container's /etc/hosts and resolv.conf; IP addresses
 # need neither.

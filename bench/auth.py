@@ -35,7 +35,7 @@ older figure.
 Knobs: BENCH_AUTH=0 skips it in bench.py; BENCH_AUTH_ROUNDS (default BENCH_ROUNDS or 3),
 BENCH_AUTH_SECONDS (default BENCH_SECONDS or 2) per measurement; BENCH_AUTH_DNS;
 BENCH_AUTH_CRITERION=0 skips the criterion bench; BENCH_AUTH_MILTERS=0 skips the Postfix peer;
-BENCH_AUTH_FRESH_FS=0 writes into BENCH_TMPDIR itself instead of a fresh ext4 (see FreshFs).
+BENCH_FRESH_FS=0 writes into BENCH_TMPDIR itself instead of a fresh ext4 (bench.FreshFs).
 If the milter peer fails its warm-up or its stored message lacks dkim=pass and dmarc=pass, it
 is left out of the table and the report says why .
 """
@@ -43,12 +43,10 @@ is left out of the table and the report says why .
 import glob
 import json
 import os
-import shutil
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 import bench as base  # the bench's process accounting, samotop and Postfix peers
@@ -289,67 +287,12 @@ def criterion():
     return out
 
 
-class FreshFs:
-    """The bench's directory: a new ext4 file system (a sparse image, loop-mounted) made for
-    this run, so that no round pays for an earlier run's files. Every run creates and deletes
-    hundreds of thousands of files; in a long-lived /tmp, ext4's inode allocator then searches
-    its bitmaps past recently freed inodes while holding the directory's lock, and whole rounds
-    ran at half their rate (docs/PERFORMANCE.md). Needs root, mkfs.ext4 and a loop device;
-    otherwise (or with BENCH_AUTH_FRESH_FS=0) a directory in BENCH_TMPDIR, as before."""
-
-    SIZE = 16 << 30  # sparse: only what is written takes space
-
-    def __init__(self):
-        parent = os.environ.get("BENCH_TMPDIR")
-        self.image = self.mount = None
-        self.dir = tempfile.mkdtemp(prefix="samotop-auth-bench-", dir=parent)
-        if os.environ.get("BENCH_AUTH_FRESH_FS", "1") == "0" or os.geteuid() != 0:
-            return
-        image = self.dir + ".img"
-        try:
-            with open(image, "wb") as f:
-                f.truncate(self.SIZE)
-            # No lazy initialisation: ext4lazyinit would write in the background mid-bench.
-            run_ok(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0",
-                    image])
-            run_ok(["mount", "-o", "loop", image, self.dir])
-        except (OSError, RuntimeError, subprocess.SubprocessError) as e:
-            log("no fresh file system (%s): using %s" % (e, self.dir))
-            if os.path.exists(image):
-                os.unlink(image)
-            return
-        self.image, self.mount = image, self.dir
-        log("a fresh ext4 for this run: %s on %s" % (image, self.dir))
-
-    def close(self):
-        if self.mount:
-            # A server just stopped may still be on its way out ("target is busy"): a few
-            # tries, then a lazy unmount (the file system goes when its last user does).
-            for _ in range(20):
-                r = subprocess.run(["umount", self.mount], capture_output=True, timeout=300)
-                if r.returncode == 0:
-                    break
-                time.sleep(0.5)
-            else:
-                log("umount %s: %s; unmounting lazily" % (
-                    self.mount, r.stderr.decode(errors="replace").strip()))
-                subprocess.run(["umount", "-l", self.mount], capture_output=True, timeout=60)
-            try:
-                os.rmdir(self.mount)
-            except OSError as e:
-                log("cannot remove %s: %s" % (self.mount, e))
-        elif os.path.isdir(self.dir):
-            shutil.rmtree(self.dir, ignore_errors=True)
-        if self.image and os.path.exists(self.image):
-            os.unlink(self.image)
-
-
 def run(samotop=None):
     samotop = samotop or os.environ.get("SAMOTOP", "target/bench/release/samotop")
     rounds = int(os.environ.get("BENCH_AUTH_ROUNDS", os.environ.get("BENCH_ROUNDS", "3")))
     seconds = float(os.environ.get("BENCH_AUTH_SECONDS", os.environ.get("BENCH_SECONDS", "2")))
     addr = os.environ.get("BENCH_AUTH_DNS", "127.53.0.1")
-    fs = FreshFs()
+    fs = base.FreshFs("samotop-auth-bench-")
     d = fs.dir
     os.chmod(d, 0o755)
     out = {"load_start": "%.1f/%.1f/%.1f" % os.getloadavg(), "results": {}, "checked": {}}

@@ -43,6 +43,8 @@ Knobs (environment; scripts/bench --quick / --full set the first two):
   BENCH_BIG_MB=100        size of the streamed message in MB (0: skip)
   BENCH_DISK_SECONDS=2    seconds per disk-rate measurement (0: skip)
   BENCH_TMPDIR=DIR        where the temporary directories go (default: the system's)
+  BENCH_FRESH_FS=0        no fresh loop-mounted ext4 for the run (FreshFs): write into
+                          BENCH_TMPDIR itself
   BENCH_OUT=FILE          also write the markdown report here (and FILE.json)
   BENCH_TRIGGER=0         skip the trigger scenarios (bench/trigger.py: webhook, exec:)
   SAMOTOP=PATH            the samotop binary (default target/bench/release/samotop)
@@ -173,6 +175,73 @@ def env_int(name, default):
 
 def env_float(name, default):
     return float(os.environ.get(name, default))
+
+
+def _run_ok(argv, timeout=300):
+    r = subprocess.run(argv, capture_output=True, timeout=timeout)
+    if r.returncode != 0:
+        raise RuntimeError("%s: %s" % (argv[0], r.stderr.decode(errors="replace").strip()))
+    return r.stdout
+
+
+class FreshFs:
+    """The bench's directory: a new ext4 file system (a sparse image, loop-mounted) made for
+    this run, so that no round pays for an earlier run's files. Every run creates and deletes
+    hundreds of thousands of files; in a long-lived /tmp, ext4's inode allocator then searches
+    its bitmaps past recently freed inodes while holding the directory's lock, and whole rounds
+    ran at half their rate (docs/PERFORMANCE.md). Needs root, mkfs.ext4 and a loop device;
+    otherwise (or with BENCH_FRESH_FS=0) a directory in BENCH_TMPDIR, as before. Used by
+    bench.py, auth.py and inbox.py, one per run."""
+
+    SIZE = 16 << 30  # sparse: only what is written takes space
+
+    def __init__(self, prefix):
+        parent = os.environ.get("BENCH_TMPDIR")
+        self.image = self.mount = None
+        self.dir = tempfile.mkdtemp(prefix=prefix, dir=parent)
+        if os.environ.get("BENCH_FRESH_FS", "1") == "0" or os.geteuid() != 0:
+            return
+        image = self.dir + ".img"
+        try:
+            with open(image, "wb") as f:
+                f.truncate(self.SIZE)
+            # No lazy initialisation: ext4lazyinit would write in the background mid-bench.
+            _run_ok(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0",
+                    image])
+            _run_ok(["mount", "-o", "loop", image, self.dir])
+        except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+            log("no fresh file system (%s): using %s" % (e, self.dir))
+            if os.path.exists(image):
+                os.unlink(image)
+            return
+        self.image, self.mount = image, self.dir
+        log("a fresh ext4 for this run: %s on %s" % (image, self.dir))
+
+    def close(self, keep=False):
+        """Unmounts and removes it all; `keep` (BENCH_KEEP) leaves it as it is."""
+        if keep:
+            log("kept %s%s" % (self.dir, " (mounted from %s)" % self.image if self.image else ""))
+            return
+        if self.mount:
+            # A server just stopped may still be on its way out ("target is busy"): a few
+            # tries, then a lazy unmount (the file system goes when its last user does).
+            for _ in range(20):
+                r = subprocess.run(["umount", self.mount], capture_output=True, timeout=300)
+                if r.returncode == 0:
+                    break
+                time.sleep(0.5)
+            else:
+                log("umount %s: %s; unmounting lazily" % (
+                    self.mount, r.stderr.decode(errors="replace").strip()))
+                subprocess.run(["umount", "-l", self.mount], capture_output=True, timeout=60)
+            try:
+                os.rmdir(self.mount)
+            except OSError as e:
+                log("cannot remove %s: %s" % (self.mount, e))
+        elif os.path.isdir(self.dir):
+            shutil.rmtree(self.dir, ignore_errors=True)
+        if self.image and os.path.exists(self.image):
+            os.unlink(self.image)
 
 
 def free_port():
@@ -388,6 +457,10 @@ class Samotop(Server):
             "--max-messages-per-session", str(MAX_MESSAGES_PER_SESSION),
             "--name", "samotop.bench", *extra,
         ]
+        # The delivery path alone, as the peers do it (bench/auth.py measures the checks).
+        for flag in ("--dkim", "--dmarc"):
+            if flag not in extra:
+                argv += [flag, "off"]
         if tls:
             self.smtps_port = free_port()
             argv += ["--tls-cert", tls[0], "--tls-key", tls[1],
@@ -1074,7 +1147,8 @@ def main():
     if not os.access(samotop, os.X_OK):
         sys.exit("bench: no samotop binary at %s" % samotop)
     raise_nofile(65536)
-    base = tempfile.mkdtemp(prefix="samotop-bench-", dir=os.environ.get("BENCH_TMPDIR"))
+    fs = FreshFs("samotop-bench-")
+    base = fs.dir
     info = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "rounds": rounds,
@@ -1177,10 +1251,7 @@ def main():
             rest = {k: v for k, v in extras.items() if k not in ("tls", "lmtp")}
             json.dump({"info": info, "extras": rest, "tls": flat["tls"], "lmtp": flat["lmtp"],
                        "results": {"%s %s" % k: v for k, v in results.items()}}, f, indent=1)
-    if os.environ.get("BENCH_KEEP"):
-        log("kept %s" % base)
-    else:
-        shutil.rmtree(base, ignore_errors=True)
+    fs.close(keep=bool(os.environ.get("BENCH_KEEP")))
 
 
 if __name__ == "__main__":

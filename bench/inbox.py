@@ -23,16 +23,16 @@ BENCH_INBOX_PARTS (default ingest,reads).
 
 import json
 import os
-import shutil
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
 import urllib.request
+
+import bench  # FreshFs: the run's own ext4
 
 SMTP_SOURCE = "/usr/sbin/smtp-source"
 PG_BIN = "/usr/lib/postgresql/15/bin"
@@ -63,7 +63,8 @@ class Receiver:
     def __init__(self, samotop, deliver, base, http=False):
         self.port = free_port()
         self.http_port = free_port() if http else None
-        args = [samotop, "--smtp", f"127.0.0.1:{self.port}", "--spf", "off", "--deliver", deliver,
+        args = [samotop, "--smtp", f"127.0.0.1:{self.port}", "--spf", "off", "--dkim", "off",
+                "--dmarc", "off", "--deliver", deliver,
                 "--max-connections", "2000"]
         if http:
             args += ["--http", f"127.0.0.1:{self.http_port}"]
@@ -226,7 +227,8 @@ def run(samotop=None):
     clients = int(os.environ.get("BENCH_INBOX_CLIENTS", "8"))
     requests = int(os.environ.get("BENCH_INBOX_REQUESTS", "2000"))
     parts = os.environ.get("BENCH_INBOX_PARTS", "ingest,reads").split(",")
-    base = tempfile.mkdtemp(prefix="samotop-inbox-bench-", dir=os.environ.get("BENCH_TMPDIR"))
+    fs = bench.FreshFs("samotop-inbox-bench-")
+    base = fs.dir
     os.chmod(base, 0o755)
     results = {"ingest": {}, "reads": {}, "load_start": "%.1f/%.1f/%.1f" % os.getloadavg()}
     pg = None
@@ -269,7 +271,7 @@ def run(samotop=None):
     finally:
         if pg:
             pg.stop()
-        shutil.rmtree(base, ignore_errors=True)
+        fs.close()
     results["load_end"] = "%.1f/%.1f/%.1f" % os.getloadavg()
     return results
 

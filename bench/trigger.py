@@ -51,7 +51,8 @@ def start(b, name, base, samotop, deliver, extra=()):
         def __init__(self):
             super().__init__(name, base)
             self.spawn([samotop, "--smtp", "127.0.0.1:%d" % self.port, "--deliver", deliver,
-                        "--spf", "off", "--max-connections-per-ip", "0", "--shutdown-grace", "1",
+                        "--spf", "off", "--dkim", "off", "--dmarc", "off",
+                        "--max-connections-per-ip", "0", "--shutdown-grace", "1",
                         "--name", "samotop.bench", *extra])
 
     return S()

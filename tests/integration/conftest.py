@@ -7,6 +7,11 @@ Fixtures:
 Helpers:
   Raw(port)   -- a raw socket client that reads whole SMTP replies, with timeouts
   free_port() -- a free TCP port on 127.0.0.1
+
+DKIM and DMARC (on by default in the binary, `tag`) are off in every Server this harness starts,
+through SAMOTOP_DKIM=off and SAMOTOP_DMARC=off: most tests compare stored bytes and have no DNS
+server to ask. A flag (`--dkim tag`) or the test's own `env` turns them on again;
+`Server(..., binary_defaults=True)` starts with the binary's own defaults.
 """
 
 import os
@@ -56,7 +61,7 @@ def wait_path(path, proc=None, timeout=15.0):
 class Server:
     """A running samotop. `port` is its SMTP port (when it listens on TCP)."""
 
-    def __init__(self, args, tmp, env=None, wait=True, port=None):
+    def __init__(self, args, tmp, env=None, wait=True, port=None, binary_defaults=False):
         self.tmp = pathlib.Path(tmp)
         self.port = port or free_port()
         args = list(args)
@@ -67,6 +72,9 @@ class Server:
         self.stdout_path = self.log_path.with_suffix(".out")
         full_env = dict(os.environ)
         full_env.setdefault("RUST_LOG", "info")
+        if not binary_defaults:
+            full_env.setdefault("SAMOTOP_DKIM", "off")
+            full_env.setdefault("SAMOTOP_DMARC", "off")
         full_env.update(env or {})
         self._log = open(self.log_path, "wb")
         self._out = open(self.stdout_path, "wb")

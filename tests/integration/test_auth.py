@@ -605,6 +605,32 @@ def test_dkim_off_reports_dmarc_without_dkim_results(world, tmp_path):
         s.stop()
 
 
+def test_the_defaults_tag_spf_dkim_and_dmarc_and_refuse_nothing(world, tmp_path):
+    """No --spf, --dkim or --dmarc: all three are `tag`. A valid signature passes; a forged
+    From under p=reject is stored with dmarc=fail (tag never refuses)."""
+    md = tmp_path / "Maildir"
+    s = Server(["--name", NAME, "--dns", f"127.0.0.1:{world.dns.port}", "--deliver",
+                f"maildir:{md}"], tmp_path, binary_defaults=True)
+    try:
+        good, forged = subject(), subject()
+        assert send(s.port, dkimsign(message(good, "a@example.test"), world.keys["r2048"],
+                                     "example.test"))[0] == 250
+        got = [(m, r) for m, r, _ in ours(stored(md, good)[1])]
+        assert got == [("spf", "pass"), ("spf", "pass"), ("dkim", "pass"), ("dmarc", "pass"),
+                       ("arc", "none")], got
+        # Signed by another domain: DKIM passes, DMARC is unaligned under p=reject.
+        code, text = send(s.port, dkimsign(message(forged, "a@example.test"),
+                                           world.keys["r2048"], "dkim.test"))
+        assert code == 250, text
+        folder, msg = stored(md, forged)
+        assert folder == "inbox"
+        got = [(m, r, p.get("policy.dmarc")) for m, r, p in ours(msg) if m == "dmarc"]
+        assert got == [("dmarc", "fail", "reject")], got
+        assert "Received-SPF" in [n for n, _ in fields(msg)]
+    finally:
+        s.stop()
+
+
 @pytest.mark.parametrize("flag", [["--dkim", "enforce"], ["--dmarc", "maybe"]])
 def test_an_unknown_policy_is_refused_at_start(tmp_path, flag):
     s = Server(["--deliver", "null", *flag], tmp_path, wait=False)

@@ -185,23 +185,22 @@ pub struct Cli {
     pub dns: Option<std::net::SocketAddr>,
 
     /// DKIM: off | tag (verify every signature, report each in Authentication-Results).
-    /// Off by default: the check spools every message (docs/AUTH.md, "Performance").
+    /// With it on, each message is spooled until its verdict (docs/AUTH.md, "Performance").
     #[arg(
         long,
         env = "SAMOTOP_DKIM",
         value_name = "POLICY",
-        default_value = "off"
+        default_value = "tag"
     )]
     pub dkim: String,
 
     /// DMARC: off | tag (report it) | enforce (p=reject: 550 5.7.1 at end of data;
-    /// p=quarantine: stored in --quarantine-folder). A temperror is never refused. Off by
-    /// default, as --dkim.
+    /// p=quarantine: stored in --quarantine-folder). A temperror is never refused.
     #[arg(
         long,
         env = "SAMOTOP_DMARC",
         value_name = "POLICY",
-        default_value = "off"
+        default_value = "tag"
     )]
     pub dmarc: String,
 
@@ -532,10 +531,10 @@ mod tests {
         assert_eq!(cli.per_ip_limit_exempt, samotop_server::loopback());
         assert_eq!(cli.max_messages_per_session, 1000);
         assert_eq!(cli.name, None);
-        // DKIM and DMARC are opt-in: their check spools every message (docs/AUTH.md).
+        // Every sender check tags; none refuses unless told to (docs/AUTH.md).
         assert_eq!(
             (cli.spf.as_str(), cli.dkim.as_str(), cli.dmarc.as_str()),
-            ("tag", "off", "off")
+            ("tag", "tag", "tag")
         );
     }
 
