@@ -27,7 +27,8 @@
 //! The check is exact against the OpenSPF RFC 7208 test suite (`tests/integration/
 //! test_spf_rfc7208.py` runs it through the binary). Where viaspf 0.6 departs from the RFC
 //! (CIDR `/0`, `c`/`r`/`t` macros in a domain-spec), the records it parses are rewritten for
-//! it, per check; viaspf itself is not patched.
+//! it, per check; viaspf itself is not patched (the reports for upstream:
+//! docs/upstream/viaspf.md).
 //!
 //! This crate is GPL-3.0-or-later, because viaspf is; the other Samotop crates are
 //! MIT OR Apache-2.0 and do not depend on it.
