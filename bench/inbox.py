@@ -18,7 +18,7 @@
 
 Knobs: BENCH_INBOX=0 skips it in bench.py; BENCH_INBOX_SECONDS (default 3) per measurement;
 BENCH_INBOX_MESSAGES; BENCH_INBOX_CLIENTS; BENCH_INBOX_REQUESTS (default 2000 per kind);
-BENCH_INBOX_PARTS (default ingest,reads).
+BENCH_INBOX_PARTS (default ingest,reads); BENCH_KEEP=1 leaves the file system and its stores.
 """
 
 import json
@@ -271,7 +271,7 @@ def run(samotop=None):
     finally:
         if pg:
             pg.stop()
-        fs.close()
+        fs.close(keep=bool(os.environ.get("BENCH_KEEP")))
     results["load_end"] = "%.1f/%.1f/%.1f" % os.getloadavg()
     return results
 

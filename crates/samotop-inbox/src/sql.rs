@@ -441,11 +441,91 @@ pub(crate) fn capped_count(
     sql
 }
 
+/// The SQLite FTS5 expression of a text term (`None`: any column) or of a field's term.
+fn fts_expr(field: Option<Field>, words: &[String], prefixes: &Prefixes) -> String {
+    match field {
+        Some(f) => format!("{} : {}", fts_columns(f), fts_phrase(words, prefixes)),
+        None => fts_phrase(words, prefixes),
+    }
+}
+
+/// FTS5 expressions joined into one that matches any of them: `(a) OR (b)`.
+fn any_of(exprs: &[String]) -> String {
+    let parts: Vec<String> = exprs.iter().map(|e| format!("({e})")).collect();
+    parts.join(" OR ")
+}
+
+/// SQLite, for a query whose full-text terms are all negated (`-word`, `-subject:x`): the
+/// ids of the messages of `mailbox` (every message when `None`) that match, newest first, at
+/// most `limit` of them; `None` for any other query.
+///
+/// `SELECT id ... EXCEPT SELECT rowid FROM fts WHERE fts MATCH '(N1) OR (N2)' ORDER BY 1 DESC`
+/// merges two lists read in id order (a narrow index of the scope, the words' lists in FTS5)
+/// and stops after `limit`. Where the words are in (nearly) every message, the merge reads the
+/// whole scope, at about 0.1 µs a message; `m.id NOT IN (...)` read every wide message row
+/// against a table built from the words' lists, 4 to 8 times slower. One pass gives the page
+/// and the count.
+pub(crate) fn negated_ids(
+    mailbox: Option<&str>,
+    query: &Query,
+    prefixes: &Prefixes,
+    limit: u64,
+) -> Option<Sql> {
+    if has_match(query) {
+        return None;
+    }
+    let mut negations = Vec::new();
+    let mut rest = Query::default();
+    for term in &query.terms {
+        match &term.kind {
+            TermKind::Text(value) | TermKind::Field(_, value) if term.negated => {
+                let w = words(value);
+                if w.is_empty() {
+                    continue;
+                }
+                let field = match &term.kind {
+                    TermKind::Field(f, _) => Some(*f),
+                    _ => None,
+                };
+                negations.push(fts_expr(field, &w, prefixes));
+            }
+            _ => rest.terms.push(term.clone()),
+        }
+    }
+    if negations.is_empty() {
+        return None;
+    }
+    let mut sql = match (mailbox, rest.terms.is_empty()) {
+        // The scope alone is read from its narrow index (the recipient table's primary key,
+        // or `message_ids`), not from the wide message rows.
+        (Some(mailbox), true) => {
+            let mut sql = Sql::new(
+                Dialect::Sqlite,
+                "SELECT r.message FROM recipient r WHERE r.mailbox = ",
+            );
+            sql.param(Value::Text(crate::model::mailbox_key(mailbox)));
+            sql
+        }
+        (None, true) => Sql::new(Dialect::Sqlite, "SELECT m.id FROM message m"),
+        (mailbox, false) => {
+            let id = if mailbox.is_some() { "r.message" } else { "m.id" };
+            select_expanded(Dialect::Sqlite, id, mailbox, &rest, prefixes).0
+        }
+    };
+    sql.push(" EXCEPT SELECT rowid FROM fts WHERE fts MATCH ")
+        .param(Value::Text(any_of(&negations)))
+        .push(" ORDER BY 1 DESC LIMIT ")
+        .param(Value::Int(limit.min(i64::MAX as u64) as i64));
+    Some(sql)
+}
+
 /// Appends ` AND ...` for each term of the query; `fts_driven`: the FTS5 table is in the
 /// `FROM` (see [`select`]) and the positive full-text terms become its `MATCH`.
 fn terms(sql: &mut Sql, query: &Query, fts_driven: bool, prefixes: &Prefixes) {
-    // The positive full-text terms go into one MATCH (SQLite) or one tsquery (PostgreSQL).
+    // The positive full-text terms go into one MATCH (SQLite) or one tsquery (PostgreSQL);
+    // in SQLite, when they drive, the negated ones follow them in it: `(P) NOT (N1 OR N2)`.
     let mut matches: Vec<String> = Vec::new();
+    let mut negations: Vec<String> = Vec::new();
     for term in &query.terms {
         let not = if term.negated { "NOT " } else { "" };
         match &term.kind {
@@ -460,18 +540,16 @@ fn terms(sql: &mut Sql, query: &Query, fts_driven: bool, prefixes: &Prefixes) {
                 };
                 match sql.dialect {
                     Dialect::Sqlite => {
-                        let expr = match field {
-                            Some(f) => {
-                                format!("{} : {}", fts_columns(f), fts_phrase(&w, prefixes))
-                            }
-                            None => fts_phrase(&w, prefixes),
-                        };
-                        if term.negated {
+                        let expr = fts_expr(field, &w, prefixes);
+                        if !term.negated {
+                            matches.push(expr);
+                        } else if fts_driven {
+                            // Into the MATCH: FTS5 skips the negated word's list along.
+                            negations.push(expr);
+                        } else {
                             sql.push(" AND m.id NOT IN (SELECT rowid FROM fts WHERE fts MATCH ")
                                 .param(Value::Text(expr))
                                 .push(")");
-                        } else {
-                            matches.push(expr);
                         }
                     }
                     Dialect::Postgres => {
@@ -539,8 +617,11 @@ fn terms(sql: &mut Sql, query: &Query, fts_driven: bool, prefixes: &Prefixes) {
     if !matches.is_empty() {
         match sql.dialect {
             Dialect::Sqlite if fts_driven => {
-                sql.push(" AND fts MATCH ")
-                    .param(Value::Text(matches.join(" AND ")));
+                let mut expr = matches.join(" AND ");
+                if !negations.is_empty() {
+                    expr = format!("({expr}) NOT ({})", any_of(&negations));
+                }
+                sql.push(" AND fts MATCH ").param(Value::Text(expr));
             }
             Dialect::Sqlite => {
                 sql.push(" AND m.id IN (SELECT rowid FROM fts WHERE fts MATCH ")
@@ -589,7 +670,8 @@ mod tests {
             "{}",
             sql.text
         );
-        assert!(sql.text.ends_with(" AND fts MATCH ?3"), "{}", sql.text);
+        assert!(sql.text.ends_with(" AND fts MATCH ?2"), "{}", sql.text);
+        assert_eq!(sql.params[1], Value::Text("(\"hello\"*) NOT ((\"spam\"*))".into()));
         let (sql, id) = select(Dialect::Sqlite, "m.id", Some("A@x"), &q("-spam is:unread"));
         assert_eq!(id, "r.message");
         assert!(sql.text.starts_with("SELECT m.id FROM recipient r JOIN message m ON m.id = r.message WHERE r.mailbox = ?1"), "{}", sql.text);
@@ -627,17 +709,52 @@ mod tests {
             Some("X@Y"),
         );
         assert!(text.contains("r.mailbox = ?1"), "{text}");
-        assert!(text.contains("m.id NOT IN (SELECT rowid FROM fts WHERE fts MATCH ?2)"));
+        assert!(!text.contains("NOT IN"), "the negation is in the MATCH: {text}");
         assert!(text.contains("(m.seen = 0)"));
-        assert!(text.contains("m.size > ?3"));
-        assert!(text.contains("r.mailbox LIKE ?4 ESCAPE"));
-        assert!(text.ends_with(" AND fts MATCH ?5"), "{text}");
+        assert!(text.contains("m.size > ?2"));
+        assert!(text.contains("r.mailbox LIKE ?3 ESCAPE"));
+        assert!(text.ends_with(" AND fts MATCH ?4"), "{text}");
         assert_eq!(params[0], Value::Text("x@y".into()));
-        assert_eq!(params[1], Value::Text("\"spam\"*".into()));
-        assert_eq!(params[3], Value::Text("%@example.org".into()));
+        assert_eq!(params[2], Value::Text("%@example.org".into()));
         assert_eq!(
-            params[4],
-            Value::Text("from_addr : \"bob example com\"* AND \"hello\"*".into())
+            params[3],
+            Value::Text(
+                "(from_addr : \"bob example com\"* AND \"hello\"*) NOT ((\"spam\"*))".into()
+            )
+        );
+    }
+
+    #[test]
+    fn a_search_of_negations_only_merges_ids() {
+        let q = |s: &str| Query::parse(s).expect("query");
+        let p = Prefixes::default();
+        assert!(negated_ids(None, &q("hello -spam"), &p, 10).is_none());
+        assert!(negated_ids(None, &q("is:unread"), &p, 10).is_none());
+        let sql = negated_ids(None, &q("-spam -subject:ads"), &p, 1001).expect("negations");
+        assert_eq!(
+            sql.text,
+            "SELECT m.id FROM message m EXCEPT SELECT rowid FROM fts WHERE fts MATCH ?1 \
+             ORDER BY 1 DESC LIMIT ?2"
+        );
+        assert_eq!(
+            sql.params,
+            vec![
+                Value::Text("(\"spam\"*) OR (subject : \"ads\"*)".into()),
+                Value::Int(1001)
+            ]
+        );
+        let sql = negated_ids(Some("A@x"), &q("-spam"), &p, 5).expect("negations");
+        assert!(sql.text.starts_with(
+            "SELECT r.message FROM recipient r WHERE r.mailbox = ?1 EXCEPT SELECT rowid"
+        ));
+        let sql = negated_ids(Some("A@x"), &q("-spam is:unread"), &p, 5).expect("negations");
+        assert!(
+            sql.text.starts_with(
+                "SELECT r.message FROM recipient r JOIN message m ON m.id = r.message \
+                 WHERE r.mailbox = ?1 AND (m.seen = 0) EXCEPT"
+            ),
+            "{}",
+            sql.text
         );
     }
 

@@ -251,6 +251,51 @@ a,b\r\n--q--\r\n";
     assert_eq!(count(inbox, "repo").await, 1, "prefix");
     assert_eq!(count(inbox, "pizza").await, 1, "body text");
     assert_eq!(count(inbox, "-pizza").await, 2);
+    // Negations alone (one merge of ids), and after positive terms (inside the MATCH).
+    assert_eq!(count(inbox, "-pizza -report").await, 1);
+    assert_eq!(count(inbox, "-pizza -subject:file").await, 1);
+    assert_eq!(count(inbox, "-subject:lunch -has:attachment").await, 1);
+    assert_eq!(count(inbox, "-pizza rcpt:two.test").await, 1);
+    assert_eq!(count(inbox, "-nowhere").await, 3);
+    assert_eq!(count(inbox, "report -pizza").await, 1);
+    assert_eq!(count(inbox, "numbers -report").await, 0);
+    assert_eq!(count(inbox, "numbers -subject:lunch -nowhere").await, 1);
+    for (mailbox, q, subjects) in [
+        ("y@two.test", "-pizza", vec![]),
+        ("z@two.test", "-pizza", vec!["with file"]),
+        ("Z@two.test", "-pizza is:unread", vec!["with file"]),
+        ("x@one.test", "-lunch", vec!["quarterly report"]),
+    ] {
+        let page = inbox
+            .list(&Filter {
+                mailbox: Some(mailbox.into()),
+                query: Query::parse(q).expect("query"),
+                limit: 50,
+                ..Filter::default()
+            })
+            .await
+            .expect("list");
+        let got: Vec<&str> = page.messages.iter().map(|m| m.subject.as_str()).collect();
+        assert_eq!(got, subjects, "{mailbox} {q}");
+        assert_eq!(page.messages_count, subjects.len() as u64, "{mailbox} {q}");
+        assert_eq!(page.messages_unread, subjects.len() as u64, "{mailbox} {q}");
+    }
+    // A page of negations, newest first, from its start.
+    let page = |start: u64| Filter {
+        query: Query::parse("-nowhere").expect("query"),
+        start,
+        limit: 2,
+        ..Filter::default()
+    };
+    let first = inbox.list(&page(0)).await.expect("list");
+    let second = inbox.list(&page(2)).await.expect("list");
+    let subjects = |p: &samotop_inbox::Page| -> Vec<String> {
+        p.messages.iter().map(|m| m.subject.clone()).collect()
+    };
+    assert_eq!(subjects(&first), ["with file", "lunch"]);
+    assert_eq!(subjects(&second), ["quarterly report"]);
+    assert_eq!((first.messages_count, second.messages_count), (3, 3));
+    assert!(inbox.list(&page(9)).await.expect("list").messages.is_empty());
     assert_eq!(count(inbox, "subject:\"quarterly report\"").await, 1);
     assert_eq!(count(inbox, "subject:lunch pizza").await, 1);
     assert_eq!(count(inbox, "subject:pizza").await, 0);
@@ -679,6 +724,23 @@ pub async fn a_search_over_the_cap_says_so(inbox: &Inbox) {
     }
     assert!(!narrow.messages_count_capped);
     assert_eq!(narrow.messages_count, n.div_ceil(100) as u64);
+    // Negations alone count the same way: past the cap, and none of a word in every one.
+    let not_rare = inbox.list(&search("-rare")).await.expect("search");
+    assert!(!not_rare.messages_count_capped);
+    let common_only = (n - n.div_ceil(100)) as u64;
+    assert_eq!(not_rare.messages_count, common_only);
+    assert_eq!(not_rare.messages_unread, common_only);
+    assert_eq!(not_rare.messages.len(), 20);
+    assert!(not_rare.messages.iter().all(|m| !m.snippet.contains("rare")));
+    let not_absent = inbox.list(&search("-absent")).await.expect("search");
+    assert!(not_absent.messages_count_capped);
+    assert_eq!(not_absent.messages_count, samotop_inbox::MAX_COUNT);
+    assert_eq!(not_absent.messages_unread, samotop_inbox::MAX_COUNT);
+    assert_eq!(not_absent.messages.len(), 20);
+    let not_common = inbox.list(&search("-common")).await.expect("search");
+    assert!(!not_common.messages_count_capped);
+    assert_eq!(not_common.messages_count, 0);
+    assert!(not_common.messages.is_empty());
 }
 
 /// A word's prefix finds every term it starts, however many: one term, a few (the SQLite
