@@ -406,6 +406,57 @@ impl Postgres {
         let limit = filter.limit.clamp(1, MAX_PAGE);
         let mailbox = filter.mailbox.as_deref();
         let (total, unread) = conn.totals(mailbox).await?;
+        let start = filter.start.min(i64::MAX as u64);
+        let cap = MAX_COUNT + 1;
+        if let Some(sql) = sql::negated_ids(
+            Dialect::Postgres,
+            mailbox,
+            &filter.query,
+            &sql::Prefixes::default(),
+            (start + limit).max(cap),
+        ) {
+            // Only negations: one pass gives the ids of the page and of the count.
+            let ids = conn
+                .query(&sql)
+                .await?
+                .iter()
+                .filter_map(|r| r.try_get::<_, i64>(0).ok())
+                .collect();
+            let found = sql::NegatedIds::new(ids, start, limit, cap);
+            let literal = |ids: &[i64]| sql::NegatedIds::literal(Dialect::Postgres, ids);
+            let mut count = Sql::new(
+                Dialect::Postgres,
+                "SELECT count(*), count(*) FILTER (WHERE seen = 0) FROM message \
+                 WHERE id = ANY(CAST(",
+            );
+            count
+                .param(Value::Text(literal(&found.counted)))
+                .push("::text AS bigint[]))");
+            let (n, counted_unread) = conn.counts(&count).await?;
+            let mut page = Sql::new(
+                Dialect::Postgres,
+                &format!("SELECT {SUMMARY_COLUMNS} FROM message m WHERE m.id = ANY(CAST("),
+            );
+            page.param(Value::Text(literal(&found.page)))
+                .push("::text AS bigint[])) ORDER BY m.id DESC");
+            let messages = conn
+                .query(&page)
+                .await?
+                .iter()
+                .map(|r| sql::summary(r))
+                .collect();
+            let counted = found.counted.len() as u64;
+            return Ok(Page {
+                total,
+                unread,
+                messages_count: n.min(counted).min(MAX_COUNT),
+                messages_unread: counted_unread.min(MAX_COUNT),
+                messages_count_capped: counted > MAX_COUNT,
+                start: filter.start,
+                tags: Vec::new(),
+                messages,
+            });
+        }
         let (matching, matching_unread, capped) = if filter.query.is_empty() {
             (total, unread, false)
         } else {

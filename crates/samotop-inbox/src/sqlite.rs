@@ -716,9 +716,13 @@ fn list_in(conn: &Connection, filter: &Filter) -> Result<Page, Error> {
     let prefixes = prefixes(conn, &filter.query);
     let start = filter.start.min(i64::MAX as u64);
     let cap = MAX_COUNT + 1;
-    if let Some(sql) =
-        sql::negated_ids(mailbox, &filter.query, &prefixes, (start + limit).max(cap))
-    {
+    if let Some(sql) = sql::negated_ids(
+        Dialect::Sqlite,
+        mailbox,
+        &filter.query,
+        &prefixes,
+        (start + limit).max(cap),
+    ) {
         // Only negations: one merge gives the ids of the page and of the count.
         let mut stmt = conn.prepare_cached(&sql.text)?;
         let ids = stmt
@@ -726,22 +730,22 @@ fn list_in(conn: &Connection, filter: &Filter) -> Result<Page, Error> {
                 r.get::<_, i64>(0)
             })?
             .collect::<Result<Vec<_>, _>>()?;
-        let counted = &ids[..ids.len().min(cap as usize)];
-        let page = &ids[(start as usize).min(ids.len())..((start + limit) as usize).min(ids.len())];
+        let found = sql::NegatedIds::new(ids, start, limit, cap);
+        let literal = |ids: &[i64]| sql::NegatedIds::literal(Dialect::Sqlite, ids);
         let counted_unread: i64 = conn
             .prepare_cached(
                 "SELECT coalesce(sum(seen = 0), 0) FROM message \
                  WHERE id IN (SELECT value FROM json_each(?1))",
             )?
-            .query_row([id_list(counted)], |r| r.get(0))?;
+            .query_row([literal(&found.counted)], |r| r.get(0))?;
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {SUMMARY_COLUMNS} FROM message m \
              WHERE m.id IN (SELECT value FROM json_each(?1)) ORDER BY m.id DESC"
         ))?;
         let messages = stmt
-            .query_map([id_list(page)], |r| Ok(sql::summary(r)))?
+            .query_map([literal(&found.page)], |r| Ok(sql::summary(r)))?
             .collect::<Result<Vec<_>, _>>()?;
-        let n = counted.len() as u64;
+        let n = found.counted.len() as u64;
         return Ok(Page {
             total,
             unread,
@@ -792,20 +796,6 @@ fn list_in(conn: &Connection, filter: &Filter) -> Result<Page, Error> {
         tags: Vec::new(),
         messages,
     })
-}
-
-/// Ids as a JSON array, for `IN (SELECT value FROM json_each(?))`.
-fn id_list(ids: &[i64]) -> String {
-    let mut out = String::with_capacity(ids.len() * 8 + 2);
-    out.push('[');
-    for (i, id) in ids.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(&id.to_string());
-    }
-    out.push(']');
-    out
 }
 
 /// At most this many terms stand for the last word of a phrase; a word that starts more

@@ -295,7 +295,14 @@ a,b\r\n--q--\r\n";
     assert_eq!(subjects(&first), ["with file", "lunch"]);
     assert_eq!(subjects(&second), ["quarterly report"]);
     assert_eq!((first.messages_count, second.messages_count), (3, 3));
-    assert!(inbox.list(&page(9)).await.expect("list").messages.is_empty());
+    assert!(
+        inbox
+            .list(&page(9))
+            .await
+            .expect("list")
+            .messages
+            .is_empty()
+    );
     assert_eq!(count(inbox, "subject:\"quarterly report\"").await, 1);
     assert_eq!(count(inbox, "subject:lunch pizza").await, 1);
     assert_eq!(count(inbox, "subject:pizza").await, 0);
@@ -731,7 +738,12 @@ pub async fn a_search_over_the_cap_says_so(inbox: &Inbox) {
     assert_eq!(not_rare.messages_count, common_only);
     assert_eq!(not_rare.messages_unread, common_only);
     assert_eq!(not_rare.messages.len(), 20);
-    assert!(not_rare.messages.iter().all(|m| !m.snippet.contains("rare")));
+    assert!(
+        not_rare
+            .messages
+            .iter()
+            .all(|m| !m.snippet.contains("rare"))
+    );
     let not_absent = inbox.list(&search("-absent")).await.expect("search");
     assert!(not_absent.messages_count_capped);
     assert_eq!(not_absent.messages_count, samotop_inbox::MAX_COUNT);
