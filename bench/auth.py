@@ -62,18 +62,11 @@ def log(*a):
     print("bench auth:", *a, file=sys.stderr, flush=True)
 
 
-def run_ok(argv, data=b"", timeout=120):
-    r = subprocess.run(argv, input=data, capture_output=True, timeout=timeout)
-    if r.returncode != 0:
-        raise RuntimeError("%s: %s" % (argv[0], r.stderr.decode(errors="replace")))
-    return r.stdout
-
-
 # ---------------------------------------------------------------- DNS, key, message
 
 
 def genkey(d):
-    run_ok(["opendkim-genkey", "--bits=2048", "--selector=bench", f"--domain={DOMAIN}",
+    base.run_ok(["opendkim-genkey", "--bits=2048", "--selector=bench", f"--domain={DOMAIN}",
             f"--directory={d}"])
     txt = open(os.path.join(d, "bench.txt")).read()
     record = "".join(txt.split('"')[1::2])  # the quoted strings, joined
@@ -141,7 +134,7 @@ def message_file(d, key):
     msg = (b"From: Bench <bench@" + DOMAIN.encode() + b">\r\nTo: rcpt@sink.test\r\n"
            b"Subject: auth bench\r\nDate: Tue, 01 Dec 2026 10:00:00 +0000\r\n"
            b"Message-ID: <auth-bench@bench.example>\r\n\r\n" + b"".join(lines))
-    signed = run_ok(["/usr/bin/dkimsign", "--hcanon", "relaxed", "--bcanon", "simple", "bench",
+    signed = base.run_ok(["/usr/bin/dkimsign", "--hcanon", "relaxed", "--bcanon", "simple", "bench",
                      DOMAIN, key], msg)
     path = os.path.join(d, "message.eml")
     with open(path, "wb") as f:
@@ -228,7 +221,7 @@ class PostfixMilters(base.Postfix):
     def one_stored(self):
         for path in glob.glob(os.path.join(self.dir, "queue", "hold", "**", "*"), recursive=True):
             if os.path.isfile(path):
-                return run_ok(["/usr/sbin/postcat", "-c", self.conf, "-h", path])
+                return base.run_ok(["/usr/sbin/postcat", "-c", self.conf, "-h", path])
         return b""
 
 

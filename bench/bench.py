@@ -177,8 +177,9 @@ def env_float(name, default):
     return float(os.environ.get(name, default))
 
 
-def _run_ok(argv, timeout=300):
-    r = subprocess.run(argv, capture_output=True, timeout=timeout)
+def run_ok(argv, data=b"", timeout=300):
+    """Runs `argv` with `data` on its stdin; its stdout, or RuntimeError with its stderr."""
+    r = subprocess.run(argv, input=data, capture_output=True, timeout=timeout)
     if r.returncode != 0:
         raise RuntimeError("%s: %s" % (argv[0], r.stderr.decode(errors="replace").strip()))
     return r.stdout
@@ -206,9 +207,9 @@ class FreshFs:
             with open(image, "wb") as f:
                 f.truncate(self.SIZE)
             # No lazy initialisation: ext4lazyinit would write in the background mid-bench.
-            _run_ok(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0",
+            run_ok(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0",
                     image])
-            _run_ok(["mount", "-o", "loop", image, self.dir])
+            run_ok(["mount", "-o", "loop", image, self.dir])
         except (OSError, RuntimeError, subprocess.SubprocessError) as e:
             log("no fresh file system (%s): using %s" % (e, self.dir))
             if os.path.exists(image):

@@ -455,27 +455,14 @@ fn any_of(exprs: &[String]) -> String {
     parts.join(" OR ")
 }
 
-/// For a query whose full-text terms are all negated (`-word`, `-subject:x`): the ids of
-/// the messages of `mailbox` (every message when `None`) that match, newest first, at most
-/// `limit` of them, in one pass that gives the page and the count; `None` for any other
-/// query.
-///
-/// Where the words are in (nearly) every message, the answer is found only by reading the
-/// whole scope:
-/// * SQLite merges two lists read in id order, a narrow index of the scope and the words'
-///   lists in FTS5: `SELECT id ... EXCEPT SELECT rowid FROM fts WHERE fts MATCH '(N1) OR
-///   (N2)' ORDER BY 1 DESC`, about 0.1 µs a message (`m.id NOT IN (...)` read every wide
-///   message row against a table built from the lists: 4 to 8 times slower).
-/// * PostgreSQL reads the scope's ids backwards on the primary key against a hash of the
-///   words' matches (`NOT IN (SELECT id ... WHERE tsv @@ ...)`), instead of testing each
-///   message's `tsvector`.
-pub(crate) fn negated_ids(
+/// For a query whose full-text terms are all negated: the negated terms as full-text
+/// expressions (FTS5 or `tsquery`), and the query's other terms (`is:unread`, `before:`...);
+/// `None` when a full-text term is positive or none is negated.
+fn split_negations(
     dialect: Dialect,
-    mailbox: Option<&str>,
     query: &Query,
     prefixes: &Prefixes,
-    limit: u64,
-) -> Option<Sql> {
+) -> Option<(Vec<String>, Query)> {
     if has_match(query) {
         return None;
     }
@@ -501,8 +488,45 @@ pub(crate) fn negated_ids(
         }
     }
     if negations.is_empty() {
-        return None;
+        None
+    } else {
+        Some((negations, rest))
     }
+}
+
+/// For a query of negated full-text terms and nothing else (`-draft -subject:x`), in
+/// SQLite: the FTS5 expression of the messages it excludes, `(N1) OR (N2)`. Every indexed
+/// message is a stored one, so the store's total less the count of this match is how many
+/// messages the query matches, counted from the index alone.
+pub(crate) fn only_negations_sqlite(query: &Query, prefixes: &Prefixes) -> Option<String> {
+    match split_negations(Dialect::Sqlite, query, prefixes)? {
+        (negations, rest) if rest.terms.is_empty() => Some(any_of(&negations)),
+        _ => None,
+    }
+}
+
+/// For a query whose full-text terms are all negated (`-word`, `-subject:x`): the ids of
+/// the messages of `mailbox` (every message when `None`) that match, newest first, at most
+/// `limit` of them, in one pass that gives the page and the count; `None` for any other
+/// query.
+///
+/// Where the words are in (nearly) every message, the answer is found only by reading the
+/// whole scope:
+/// * SQLite merges two lists read in id order, a narrow index of the scope and the words'
+///   lists in FTS5: `SELECT id ... EXCEPT SELECT rowid FROM fts WHERE fts MATCH '(N1) OR
+///   (N2)' ORDER BY 1 DESC`, about 0.1 µs a message (`m.id NOT IN (...)` read every wide
+///   message row against a table built from the lists: 4 to 8 times slower).
+/// * PostgreSQL reads the scope's ids backwards on the primary key against a hash of the
+///   words' matches (`NOT IN (SELECT id ... WHERE tsv @@ ...)`), instead of testing each
+///   message's `tsvector`.
+pub(crate) fn negated_ids(
+    dialect: Dialect,
+    mailbox: Option<&str>,
+    query: &Query,
+    prefixes: &Prefixes,
+    limit: u64,
+) -> Option<Sql> {
+    let (negations, rest) = split_negations(dialect, query, prefixes)?;
     let id = if mailbox.is_some() {
         "r.message"
     } else {

@@ -716,13 +716,36 @@ fn list_in(conn: &Connection, filter: &Filter) -> Result<Page, Error> {
     let prefixes = prefixes(conn, &filter.query);
     let start = filter.start.min(i64::MAX as u64);
     let cap = MAX_COUNT + 1;
-    if let Some(sql) = sql::negated_ids(
-        Dialect::Sqlite,
+    let mut wanted = (start + limit).max(cap);
+    let mut exact = None;
+    if let (None, Some(excluded)) = (
         mailbox,
-        &filter.query,
-        &prefixes,
-        (start + limit).max(cap),
+        sql::only_negations_sqlite(&filter.query, &prefixes),
     ) {
+        // Negations of the whole store: every indexed message is a stored one, so the count
+        // is the total less the excluded, read from the index alone; when it leaves none, no
+        // merge runs, and when it leaves a few, the merge stops once it has found them.
+        let excluded: i64 = conn
+            .prepare_cached("SELECT count(*) FROM fts WHERE fts MATCH ?1")?
+            .query_row([excluded], |r| r.get(0))?;
+        let left = total.saturating_sub(excluded.max(0) as u64);
+        if left == 0 {
+            return Ok(Page {
+                total,
+                unread,
+                messages_count: 0,
+                messages_unread: 0,
+                messages_count_capped: false,
+                start: filter.start,
+                tags: Vec::new(),
+                messages: Vec::new(),
+            });
+        }
+        exact = Some(left);
+        wanted = wanted.min(left);
+    }
+    if let Some(sql) = sql::negated_ids(Dialect::Sqlite, mailbox, &filter.query, &prefixes, wanted)
+    {
         // Only negations: one merge gives the ids of the page and of the count.
         let mut stmt = conn.prepare_cached(&sql.text)?;
         let ids = stmt
@@ -745,7 +768,7 @@ fn list_in(conn: &Connection, filter: &Filter) -> Result<Page, Error> {
         let messages = stmt
             .query_map([literal(&found.page)], |r| Ok(sql::summary(r)))?
             .collect::<Result<Vec<_>, _>>()?;
-        let n = found.counted.len() as u64;
+        let n = exact.unwrap_or(found.counted.len() as u64);
         return Ok(Page {
             total,
             unread,

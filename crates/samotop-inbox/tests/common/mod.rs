@@ -257,6 +257,17 @@ a,b\r\n--q--\r\n";
     assert_eq!(count(inbox, "-subject:lunch -has:attachment").await, 1);
     assert_eq!(count(inbox, "-pizza rcpt:two.test").await, 1);
     assert_eq!(count(inbox, "-nowhere").await, 3);
+    assert_eq!(count(inbox, "-pizza -report -file").await, 0, "none left");
+    let oldest = inbox
+        .list(&Filter {
+            query: Query::parse("-pizza -file").expect("query"),
+            ..Filter::default()
+        })
+        .await
+        .expect("list");
+    let got: Vec<&str> = oldest.messages.iter().map(|m| m.subject.as_str()).collect();
+    assert_eq!(got, ["quarterly report"], "the one left is the oldest");
+    assert_eq!(oldest.messages_count, 1);
     assert_eq!(count(inbox, "report -pizza").await, 1);
     assert_eq!(count(inbox, "numbers -report").await, 0);
     assert_eq!(count(inbox, "numbers -subject:lunch -nowhere").await, 1);
