@@ -67,7 +67,7 @@ def log(*a):
 
 def genkey(d):
     base.run_ok(["opendkim-genkey", "--bits=2048", "--selector=bench", f"--domain={DOMAIN}",
-            f"--directory={d}"])
+                 f"--directory={d}"])
     txt = open(os.path.join(d, "bench.txt")).read()
     record = "".join(txt.split('"')[1::2])  # the quoted strings, joined
     return os.path.join(d, "bench.private"), record
@@ -134,8 +134,8 @@ def message_file(d, key):
     msg = (b"From: Bench <bench@" + DOMAIN.encode() + b">\r\nTo: rcpt@sink.test\r\n"
            b"Subject: auth bench\r\nDate: Tue, 01 Dec 2026 10:00:00 +0000\r\n"
            b"Message-ID: <auth-bench@bench.example>\r\n\r\n" + b"".join(lines))
-    signed = base.run_ok(["/usr/bin/dkimsign", "--hcanon", "relaxed", "--bcanon", "simple", "bench",
-                     DOMAIN, key], msg)
+    signed = base.run_ok(["/usr/bin/dkimsign", "--hcanon", "relaxed", "--bcanon", "simple",
+                          "bench", DOMAIN, key], msg)
     path = os.path.join(d, "message.eml")
     with open(path, "wb") as f:
         f.write(signed.replace(b"\r\n", b"\n"))

@@ -22,8 +22,8 @@ BENCH_INBOX_PARTS (default ingest,reads); BENCH_KEEP=1 leaves the file system an
 """
 
 import json
-import smtplib
 import os
+import smtplib
 import socket
 import statistics
 import subprocess
