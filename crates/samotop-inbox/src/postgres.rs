@@ -420,8 +420,8 @@ impl Postgres {
                 .query(&sql)
                 .await?
                 .iter()
-                .filter_map(|r| r.try_get::<_, i64>(0).ok())
-                .collect();
+                .map(|r| r.try_get::<_, i64>(0))
+                .collect::<Result<Vec<_>, _>>()?;
             let found = sql::NegatedIds::new(ids, start, limit, cap);
             let literal = |ids: &[i64]| sql::NegatedIds::literal(Dialect::Postgres, ids);
             let mut count = Sql::new(
@@ -555,8 +555,8 @@ impl Postgres {
             .query(&sql)
             .await?
             .iter()
-            .filter_map(|r| r.try_get::<_, Vec<u8>>(0).ok())
-            .collect();
+            .map(|r| r.try_get::<_, Vec<u8>>(0))
+            .collect::<Result<_, _>>()?;
         if pieces.is_empty() {
             let mut exists = Sql::new(Dialect::Postgres, "SELECT 1 FROM message WHERE id = ");
             exists.param(Value::Int(n));
@@ -605,8 +605,8 @@ impl Postgres {
             .query(&orphans, &[&ids])
             .await?
             .iter()
-            .filter_map(|r| r.try_get(0).ok())
-            .collect();
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
         delete(&mut conn, &gone).await?;
         conn.commit().await?;
         if n > 0 {
@@ -623,12 +623,13 @@ impl Postgres {
             &filter.query,
         );
         let mut conn = self.shared.pool.get().await?;
-        Ok(conn
+        let ids = conn
             .query(&sql)
             .await?
             .iter()
-            .filter_map(|r| r.try_get(0).ok())
-            .collect())
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
+        Ok(ids)
     }
 
     pub(crate) async fn set_read(&self, ids: Option<Vec<i64>>, read: bool) -> Result<u64, Error> {
