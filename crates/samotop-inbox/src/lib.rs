@@ -64,6 +64,8 @@
 #![deny(missing_docs)]
 
 #[cfg(feature = "store")]
+mod complement;
+#[cfg(feature = "store")]
 mod dispatch;
 #[cfg(feature = "store")]
 mod error;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, params, params_from_iter};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::complement::{Complement, Step};
 use crate::error::Error;
 use crate::model::{EnvelopeInfo, Filter, MAX_COUNT, MAX_PAGE, Page, Stats, Summary};
 use crate::parse::Fields;
@@ -716,19 +717,20 @@ fn list_in(conn: &Connection, filter: &Filter) -> Result<Page, Error> {
     let prefixes = prefixes(conn, &filter.query);
     let start = filter.start.min(i64::MAX as u64);
     let cap = MAX_COUNT + 1;
-    let mut wanted = (start + limit).max(cap);
+    let wanted = (start + limit).max(cap);
     let mut exact = None;
+    let mut ids = None;
     if let (None, Some(excluded)) = (
         mailbox,
         sql::only_negations_sqlite(&filter.query, &prefixes),
     ) {
         // Negations of the whole store: every indexed message is a stored one, so the count
-        // is the total less the excluded, read from the index alone; when it leaves none, no
-        // merge runs, and when it leaves a few, the merge stops once it has found them.
-        let excluded: i64 = conn
+        // is the total less the excluded, read from the index alone; the few messages such a
+        // count leaves are found by counting too, not by reading every id.
+        let excluded_n: i64 = conn
             .prepare_cached("SELECT count(*) FROM fts WHERE fts MATCH ?1")?
-            .query_row([excluded], |r| r.get(0))?;
-        let left = total.saturating_sub(excluded.max(0) as u64);
+            .query_row([&excluded], |r| r.get(0))?;
+        let left = total.saturating_sub(excluded_n.max(0) as u64);
         if left == 0 {
             return Ok(Page {
                 total,
@@ -742,17 +744,20 @@ fn list_in(conn: &Connection, filter: &Filter) -> Result<Page, Error> {
             });
         }
         exact = Some(left);
-        wanted = wanted.min(left);
-    }
-    if let Some(sql) = sql::negated_ids(Dialect::Sqlite, mailbox, &filter.query, &prefixes, wanted)
+        ids = Some(complement(conn, &excluded, left, wanted.min(left))?);
+    } else if let Some(sql) =
+        sql::negated_ids(Dialect::Sqlite, mailbox, &filter.query, &prefixes, wanted)
     {
         // Only negations: one merge gives the ids of the page and of the count.
         let mut stmt = conn.prepare_cached(&sql.text)?;
-        let ids = stmt
-            .query_map(params_from_iter(sql.params.iter().map(to_sql)), |r| {
+        ids = Some(
+            stmt.query_map(params_from_iter(sql.params.iter().map(to_sql)), |r| {
                 r.get::<_, i64>(0)
             })?
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()?,
+        );
+    }
+    if let Some(ids) = ids {
         let found = sql::NegatedIds::new(ids, start, limit, cap);
         let literal = |ids: &[i64]| sql::NegatedIds::literal(Dialect::Sqlite, ids);
         let counted_unread: i64 = conn
@@ -819,6 +824,54 @@ fn list_in(conn: &Connection, filter: &Filter) -> Result<Page, Error> {
         tags: Vec::new(),
         messages,
     })
+}
+
+/// The newest `want` ids of the store that the FTS5 expression `excluded` does not match,
+/// `left` of them in all: a [`Complement`] plan of range counts on the narrow id index and
+/// the FTS5 doclists (`MATCH ... AND rowid BETWEEN`, which seeks), with the ranges it keeps
+/// listed by a merge of the two.
+fn complement(conn: &Connection, excluded: &str, left: u64, want: u64) -> Result<Vec<i64>, Error> {
+    let (lo, hi) = conn
+        .prepare_cached("SELECT min(id), max(id) FROM message")?
+        .query_row([], |r| {
+            Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?))
+        })?;
+    let (Some(lo), Some(hi)) = (lo, hi) else {
+        return Ok(Vec::new());
+    };
+    let mut ids_in = conn.prepare_cached(
+        "SELECT count(*) FROM message INDEXED BY message_ids WHERE id BETWEEN ?1 AND ?2",
+    )?;
+    let mut matches_in = conn.prepare_cached(
+        "SELECT count(*) FROM fts WHERE fts MATCH ?1 AND rowid BETWEEN ?2 AND ?3",
+    )?;
+    let mut list = conn.prepare_cached(
+        "SELECT id FROM message INDEXED BY message_ids WHERE id BETWEEN ?2 AND ?3 \
+         EXCEPT SELECT rowid FROM fts WHERE fts MATCH ?1 AND rowid BETWEEN ?2 AND ?3 \
+         ORDER BY 1 DESC LIMIT ?4",
+    )?;
+    let mut plan = Complement::new(lo, hi, left, want);
+    let mut out = Vec::new();
+    loop {
+        match plan.next() {
+            Step::Done => return Ok(out),
+            Step::Count { lo, hi } => {
+                let ids: i64 = ids_in.query_row([lo, hi], |r| r.get(0))?;
+                let matches: i64 = matches_in.query_row(params![excluded, lo, hi], |r| r.get(0))?;
+                plan.counted(ids.max(0) as u64, matches.max(0) as u64);
+            }
+            Step::List { lo, hi, limit } => {
+                let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+                let before = out.len();
+                for id in
+                    list.query_map(params![excluded, lo, hi, limit], |r| r.get::<_, i64>(0))?
+                {
+                    out.push(id?);
+                }
+                plan.listed((out.len() - before) as u64);
+            }
+        }
+    }
 }
 
 /// At most this many terms stand for the last word of a phrase; a word that starts more
@@ -1265,5 +1318,67 @@ mod tests {
             )
         );
         assert_eq!(ca_old.1, ca.1);
+    }
+}
+
+#[cfg(test)]
+mod complement_tests {
+    use super::*;
+
+    /// A store of `n` messages (ids 1..=n, with gaps where `gone`), every one indexed with
+    /// the word `source` except those `lone` says.
+    fn store(n: i64, gone: impl Fn(i64) -> bool, lone: impl Fn(i64) -> bool) -> Connection {
+        let conn = Connection::open_in_memory().expect("memory database");
+        conn.execute_batch(&format!("BEGIN; {SCHEMA} {SEED_TOTALS}"))
+            .expect("schema");
+        {
+            let mut message = conn
+                .prepare(
+                    "INSERT INTO message (id, uid, received, size, stored, sender, envelope) \
+                     VALUES (?1, ?1, 0, 1, 1, '', '{}')",
+                )
+                .expect("insert");
+            let mut fts = conn
+                .prepare("INSERT INTO fts (rowid, body) VALUES (?1, ?2)")
+                .expect("index");
+            for id in (1..=n).filter(|&id| !gone(id)) {
+                message.execute([id]).expect("message");
+                let body = if lone(id) { "lone" } else { "source lone" };
+                fts.execute(params![id, body]).expect("fts row");
+            }
+        }
+        conn.execute_batch("COMMIT").expect("commit");
+        conn
+    }
+
+    fn left(conn: &Connection, want: u64) -> Vec<i64> {
+        let n: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM fts WHERE fts MATCH 'source'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count");
+        let (total, _) = totals(conn, None).expect("totals");
+        complement(conn, "source", total - n as u64, want).expect("complement")
+    }
+
+    #[test]
+    fn the_few_left_are_found_by_range_counts() {
+        let conn = store(20_000, |id| id % 1000 == 7, |id| id == 1 || id == 9_999);
+        assert_eq!(left(&conn, 1001), vec![9_999, 1]);
+        assert_eq!(left(&conn, 1), vec![9_999]);
+    }
+
+    #[test]
+    fn spread_and_dense_answers_come_newest_first() {
+        let lone = |id: i64| id % 613 == 0 || (15_000..15_100).contains(&id);
+        let conn = store(30_000, |id| id % 97 == 0, lone);
+        let want: Vec<i64> = (1..=30_000)
+            .rev()
+            .filter(|&id| id % 97 != 0 && lone(id))
+            .collect();
+        assert_eq!(left(&conn, 1001), want);
+        assert_eq!(left(&conn, 10), want[..10]);
     }
 }
