@@ -64,8 +64,6 @@
 #![deny(missing_docs)]
 
 #[cfg(feature = "store")]
-mod complement;
-#[cfg(feature = "store")]
 mod dispatch;
 #[cfg(feature = "store")]
 mod error;

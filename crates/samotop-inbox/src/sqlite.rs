@@ -11,7 +11,6 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, params, params_from_iter};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::complement::{Complement, Step};
 use crate::error::Error;
 use crate::model::{EnvelopeInfo, Filter, MAX_COUNT, MAX_PAGE, Page, Stats, Summary};
 use crate::parse::Fields;
@@ -724,13 +723,9 @@ fn list_in(conn: &Connection, filter: &Filter) -> Result<Page, Error> {
         mailbox,
         sql::only_negations_sqlite(&filter.query, &prefixes),
     ) {
-        // Negations of the whole store: every indexed message is a stored one, so the count
-        // is the total less the excluded, read from the index alone; the few messages such a
-        // count leaves are found by counting too, not by reading every id.
-        let excluded_n: i64 = conn
-            .prepare_cached("SELECT count(*) FROM fts WHERE fts MATCH ?1")?
-            .query_row([&excluded], |r| r.get(0))?;
-        let left = total.saturating_sub(excluded_n.max(0) as u64);
+        // Negations of the whole store: counted from the index alone, and the few messages a
+        // common word leaves found by counting ranges, not by reading every id.
+        let (left, found) = sweep(conn, &excluded, total, wanted)?;
         if left == 0 {
             return Ok(Page {
                 total,
@@ -744,7 +739,7 @@ fn list_in(conn: &Connection, filter: &Filter) -> Result<Page, Error> {
             });
         }
         exact = Some(left);
-        ids = Some(complement(conn, &excluded, left, wanted.min(left))?);
+        ids = Some(found);
     } else if let Some(sql) =
         sql::negated_ids(Dialect::Sqlite, mailbox, &filter.query, &prefixes, wanted)
     {
@@ -826,52 +821,94 @@ fn list_in(conn: &Connection, filter: &Filter) -> Result<Page, Error> {
     })
 }
 
-/// The newest `want` ids of the store that the FTS5 expression `excluded` does not match,
-/// `left` of them in all: a [`Complement`] plan of range counts on the narrow id index and
-/// the FTS5 doclists (`MATCH ... AND rowid BETWEEN`, which seeks), with the ranges it keeps
-/// listed by a merge of the two.
-fn complement(conn: &Connection, excluded: &str, left: u64, want: u64) -> Result<Vec<i64>, Error> {
-    let (lo, hi) = conn
-        .prepare_cached("SELECT min(id), max(id) FROM message")?
-        .query_row([], |r| {
-            Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?))
-        })?;
+/// A negation sweep counts ranges of at least this many ids.
+const SWEEP_RANGE: i64 = 16384;
+
+/// And at most this many ranges: a bigger store has bigger ranges.
+const SWEEP_RANGES: i64 = 1024;
+
+/// For negations of the whole store, whose excluded messages are the FTS5 match `excluded`:
+/// how many messages the search matches (the store's `total` less the excluded), and the
+/// newest `want` of them.
+///
+/// Every indexed message is a stored one, so a range of ids that holds as many ids as
+/// matches of `excluded` holds no answer. The matches are counted range by range, newest
+/// first (`MATCH ... AND rowid BETWEEN`: FTS5 seeks to each range, so all the ranges cost
+/// little more than one count of the words); when they leave none, that is the answer. Else
+/// the ids are counted on the narrow index, range by range until enough are found, and a
+/// range whose counts differ is listed by a merge of the two.
+///
+/// In 100 000 messages, with the word in all but the oldest: 10-11 ms, where a merge of every
+/// id against the word's list took 17-21 ms (halving the ranges with counts, tried first,
+/// counts every message twice and is no faster). With the word in all of them: 6.4 ms, where
+/// the one count of the word took 4.7.
+fn sweep(
+    conn: &Connection,
+    excluded: &str,
+    total: u64,
+    want: u64,
+) -> Result<(u64, Vec<i64>), Error> {
+    // Apart: SQLite reads a lone min() or max() off the end of the index, both at once by a scan.
+    let lo: Option<i64> = conn
+        .prepare_cached("SELECT min(id) FROM message")?
+        .query_row([], |r| r.get(0))?;
+    let hi: Option<i64> = conn
+        .prepare_cached("SELECT max(id) FROM message")?
+        .query_row([], |r| r.get(0))?;
     let (Some(lo), Some(hi)) = (lo, hi) else {
-        return Ok(Vec::new());
+        return Ok((0, Vec::new()));
     };
-    let mut ids_in = conn.prepare_cached(
-        "SELECT count(*) FROM message INDEXED BY message_ids WHERE id BETWEEN ?1 AND ?2",
-    )?;
+    let size = (hi.saturating_sub(lo) / SWEEP_RANGES)
+        .saturating_add(1)
+        .max(SWEEP_RANGE);
     let mut matches_in = conn.prepare_cached(
         "SELECT count(*) FROM fts WHERE fts MATCH ?1 AND rowid BETWEEN ?2 AND ?3",
+    )?;
+    let mut ranges = Vec::new();
+    let mut matched = 0u64;
+    let mut top = hi;
+    loop {
+        let bottom = top.saturating_sub(size - 1).max(lo);
+        let n: i64 = matches_in.query_row(params![excluded, bottom, top], |r| r.get(0))?;
+        matched = matched.saturating_add(n.max(0) as u64);
+        ranges.push((bottom, top, n.max(0) as u64));
+        if bottom <= lo {
+            break;
+        }
+        top = bottom - 1;
+    }
+    let left = total.saturating_sub(matched);
+    let want = want.min(left);
+    let mut out = Vec::new();
+    if want == 0 {
+        return Ok((left, out));
+    }
+    let mut ids_in = conn.prepare_cached(
+        "SELECT count(*) FROM message INDEXED BY message_ids WHERE id BETWEEN ?1 AND ?2",
     )?;
     let mut list = conn.prepare_cached(
         "SELECT id FROM message INDEXED BY message_ids WHERE id BETWEEN ?2 AND ?3 \
          EXCEPT SELECT rowid FROM fts WHERE fts MATCH ?1 AND rowid BETWEEN ?2 AND ?3 \
          ORDER BY 1 DESC LIMIT ?4",
     )?;
-    let mut plan = Complement::new(lo, hi, left, want);
-    let mut out = Vec::new();
-    loop {
-        match plan.next() {
-            Step::Done => return Ok(out),
-            Step::Count { lo, hi } => {
-                let ids: i64 = ids_in.query_row([lo, hi], |r| r.get(0))?;
-                let matches: i64 = matches_in.query_row(params![excluded, lo, hi], |r| r.get(0))?;
-                plan.counted(ids.max(0) as u64, matches.max(0) as u64);
-            }
-            Step::List { lo, hi, limit } => {
-                let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-                let before = out.len();
-                for id in
-                    list.query_map(params![excluded, lo, hi, limit], |r| r.get::<_, i64>(0))?
-                {
-                    out.push(id?);
-                }
-                plan.listed((out.len() - before) as u64);
-            }
+    for (bottom, top, matches) in ranges {
+        let found = out.len() as u64;
+        if found >= want {
+            break;
+        }
+        let ids: i64 = ids_in.query_row([bottom, top], |r| r.get(0))?;
+        let here = (ids.max(0) as u64).saturating_sub(matches);
+        if here == 0 {
+            continue;
+        }
+        let limit = i64::try_from(here.min(want - found)).unwrap_or(i64::MAX);
+        for id in list.query_map(params![excluded, bottom, top, limit], |r| {
+            r.get::<_, i64>(0)
+        })? {
+            out.push(id?);
         }
     }
+    Ok((left, out))
 }
 
 /// At most this many terms stand for the last word of a phrase; a word that starts more
@@ -1322,7 +1359,7 @@ mod tests {
 }
 
 #[cfg(test)]
-mod complement_tests {
+mod sweep_tests {
     use super::*;
 
     /// A store of `n` messages (ids 1..=n, with gaps where `gone`), every one indexed with
@@ -1360,7 +1397,9 @@ mod complement_tests {
             )
             .expect("count");
         let (total, _) = totals(conn, None).expect("totals");
-        complement(conn, "source", total - n as u64, want).expect("complement")
+        let (left, ids) = sweep(conn, "source", total, want).expect("sweep");
+        assert_eq!(left, total - n as u64);
+        ids
     }
 
     #[test]
