@@ -29,6 +29,10 @@ const QUEUE: usize = 4096;
 const READERS: usize = 8;
 /// Messages parsed per indexer round.
 const INDEX_BATCH: i64 = 32;
+/// A background job (an index round, a prune step) waits at most this long while other
+/// jobs keep coming. Indexing 32 messages of 100 KiB takes the writer tens of milliseconds;
+/// stores queued behind it would wait as long for their reply.
+const MAX_DEFER: Duration = Duration::from_millis(500);
 
 /// Fills the totals from the tables when they are new (a store made before they existed);
 /// from then on the triggers keep them.
@@ -137,6 +141,9 @@ struct Job {
     reply: oneshot::Sender<Result<Output, Error>>,
     /// The job stores a message: wake the indexer after the commit.
     stores: bool,
+    /// The job is the indexer's or pruning's: it waits while others keep coming (at most
+    /// [`MAX_DEFER`]), so that no session's reply waits behind it.
+    background: bool,
 }
 
 /// The SQLite store.
@@ -274,11 +281,18 @@ impl Sqlite {
     fn job<T: Send + 'static>(
         &self,
         stores: bool,
+        background: bool,
         f: impl FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
     ) -> (Job, oneshot::Receiver<Result<Output, Error>>) {
         let (reply, rx) = oneshot::channel();
         let run: Run = Box::new(move |conn| f(conn).map(|t| Box::new(t) as Output));
-        (Job { run, reply, stores }, rx)
+        let job = Job {
+            run,
+            reply,
+            stores,
+            background,
+        };
+        (job, rx)
     }
 
     /// Runs `f` inside the writer's next transaction; returns once that transaction committed.
@@ -287,7 +301,7 @@ impl Sqlite {
         stores: bool,
         f: impl FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
-        let (job, rx) = self.job(stores, f);
+        let (job, rx) = self.job(stores, false, f);
         self.jobs.send(job).await.map_err(|_| Error::Closed)?;
         let out = rx.await.map_err(|_| Error::Closed)??;
         out.downcast::<T>()
@@ -295,12 +309,14 @@ impl Sqlite {
             .map_err(|_| Error::Database("job output of the wrong type".into()))
     }
 
-    /// [`write`](Sqlite::write) from a thread that is not async.
+    /// [`write`](Sqlite::write) from a thread that is not async, for background work
+    /// (indexing, pruning): it runs when the writer has nothing else to do, or
+    /// [`MAX_DEFER`] later.
     fn write_blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
-        let (job, rx) = self.job(false, f);
+        let (job, rx) = self.job(false, true, f);
         self.jobs.blocking_send(job).map_err(|_| Error::Closed)?;
         let out = rx.blocking_recv().map_err(|_| Error::Closed)??;
         out.downcast::<T>()
@@ -518,20 +534,54 @@ fn to_sql(v: &Value) -> rusqlite::types::Value {
     }
 }
 
-/// The writer thread: batches, one transaction per batch, a savepoint per job.
+/// The writer thread: batches, one transaction per batch, a savepoint per job. A background
+/// job waits for a batch with nothing behind it, or [`MAX_DEFER`].
 fn writer(
     conn: Connection,
     mut rx: mpsc::Receiver<Job>,
     wake: std::sync::mpsc::Sender<()>,
     hooks: Hooks,
 ) {
-    while let Some(first) = rx.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+    let mut deferred: Option<(Job, std::time::Instant)> = None;
+    loop {
+        let first = if deferred.is_some() {
             match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+                Ok(job) => Some(job),
+                Err(mpsc::error::TryRecvError::Empty) => None,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    if let Some((job, _)) = deferred.take() {
+                        run_batch(&conn, vec![job]);
+                    }
+                    break;
+                }
             }
+        } else {
+            match rx.blocking_recv() {
+                Some(job) => Some(job),
+                None => break,
+            }
+        };
+        let mut batch = Vec::new();
+        match first {
+            // Nothing else waits: the background job's turn.
+            None => batch.extend(deferred.take().map(|(job, _)| job)),
+            Some(job) => {
+                take(job, &mut batch, &mut deferred);
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(job) => take(job, &mut batch, &mut deferred),
+                        Err(_) => break,
+                    }
+                }
+                if let Some((_, since)) = &deferred {
+                    if since.elapsed() >= MAX_DEFER {
+                        batch.extend(deferred.take().map(|(job, _)| job));
+                    }
+                }
+            }
+        }
+        if batch.is_empty() {
+            continue;
         }
         let (results, stores) = run_batch(&conn, batch);
         if results.iter().zip(&stores).any(|(r, s)| r.is_ok() && *s) {
@@ -540,6 +590,15 @@ fn writer(
         }
     }
     log::debug!("inbox: writer stopped");
+}
+
+/// Puts a job into the batch, or aside if it is the first background one.
+fn take(job: Job, batch: &mut Vec<Job>, deferred: &mut Option<(Job, std::time::Instant)>) {
+    if job.background && deferred.is_none() {
+        *deferred = Some((job, std::time::Instant::now()));
+    } else {
+        batch.push(job);
+    }
 }
 
 /// Runs a batch in one transaction. Returns each job's result (after the commit) and sends it.
@@ -1214,7 +1273,123 @@ mod tests {
             conn.execute("INSERT INTO t (x) VALUES (?1)", [x])?;
             Ok(Box::new(()) as Output)
         });
-        (Job { run, reply, stores }, rx)
+        let background = false;
+        (
+            Job {
+                run,
+                reply,
+                stores,
+                background,
+            },
+            rx,
+        )
+    }
+
+    /// A job that writes nothing and notes `x` in `log` when it runs.
+    fn noted(
+        background: bool,
+        x: i64,
+        log: &Arc<Mutex<Vec<i64>>>,
+    ) -> (Job, oneshot::Receiver<Result<Output, Error>>) {
+        let (reply, rx) = oneshot::channel();
+        let log = log.clone();
+        let run: Run = Box::new(move |_: &Connection| {
+            if !background && x > 0 {
+                // A foreground job that takes a while, so that the queue never empties.
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            log.lock().unwrap_or_else(PoisonError::into_inner).push(x);
+            Ok(Box::new(()) as Output)
+        });
+        let stores = false;
+        (
+            Job {
+                run,
+                reply,
+                stores,
+                background,
+            },
+            rx,
+        )
+    }
+
+    /// Runs the writer over `jobs`, queued before it starts; returns the order they ran in.
+    fn writer_order(jobs: &[(bool, i64)]) -> Vec<i64> {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel(16);
+        let mut replies = Vec::new();
+        for &(background, x) in jobs {
+            let (job, reply) = noted(background, x, &log);
+            tx.try_send(job).map_err(|_| ()).expect("room in the queue");
+            replies.push(reply);
+        }
+        drop(tx);
+        let conn = Connection::open_in_memory().expect("memory database");
+        let (wake, _woken) = std::sync::mpsc::channel();
+        writer(conn, rx, wake, Hooks::for_tests());
+        for mut reply in replies {
+            assert!(
+                matches!(reply.try_recv(), Ok(Ok(_))),
+                "every job is answered"
+            );
+        }
+        log.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    #[test]
+    fn a_background_job_waits_for_the_jobs_behind_it() {
+        assert_eq!(
+            writer_order(&[(true, 1), (false, 2), (false, 3)]),
+            vec![2, 3, 1]
+        );
+        assert_eq!(
+            writer_order(&[(false, 1), (true, 2), (false, 3)]),
+            vec![1, 3, 2]
+        );
+        // Alone, or a second one while the first waits: at once.
+        assert_eq!(writer_order(&[(true, 1)]), vec![1]);
+        assert_eq!(
+            writer_order(&[(true, 1), (true, 2), (false, 3)]),
+            vec![2, 3, 1]
+        );
+    }
+
+    #[test]
+    fn a_background_job_waits_no_longer_than_max_defer() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel(16);
+        let (wake, _woken) = std::sync::mpsc::channel();
+        let conn = Connection::open_in_memory().expect("memory database");
+        let writer = std::thread::spawn(move || writer(conn, rx, wake, Hooks::for_tests()));
+        let (job, mut background) = noted(true, 0, &log);
+        // Foreground jobs of 2 ms come without a pause (the queue is never empty) for up to
+        // ten times MAX_DEFER: the background one still runs among them, after waiting.
+        let mut pending = vec![{
+            let (first, reply) = noted(false, 1, &log);
+            tx.blocking_send(first).map_err(|_| ()).expect("queue");
+            reply
+        }];
+        tx.blocking_send(job).map_err(|_| ()).expect("queue");
+        let until = std::time::Instant::now() + 10 * MAX_DEFER;
+        let mut x = 2;
+        while background.try_recv().is_err() && std::time::Instant::now() < until {
+            let (job, reply) = noted(false, x, &log);
+            tx.blocking_send(job).map_err(|_| ()).expect("queue");
+            pending.push(reply);
+            x += 1;
+        }
+        drop(tx);
+        writer.join().expect("writer");
+        let order = log.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let at = order
+            .iter()
+            .position(|&x| x == 0)
+            .expect("the background job ran");
+        assert!(
+            at < order.len() - 1,
+            "it ran only when the others stopped: {at}"
+        );
+        drop(pending);
     }
 
     #[test]
